@@ -1,0 +1,77 @@
+"""The one settings model of clickrec.
+
+Every process (the CLI, the native stack runner, the Spark jobs, the API) reads
+its configuration from here: environment variables first, then a `.env` file in
+the working directory, then the defaults below. Back-ends are chosen by URL
+(`redis://`, `s3://`, `file://`), never by a "native or Docker" switch.
+`.env.example` documents every variable; a test keeps it and `compose.yaml` in
+step with this model.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The repository root, so relative defaults work from any working directory.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Configuration of the whole stack; each field maps to one upper-case env var."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- Kafka ---------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port].")
+    clicks_topic: str = Field("clicks", description="Topic that carries every click event, keyed by user_id.")
+    dlq_topic: str = Field("clicks.dlq", description="Dead-letter topic: rejected input with its reason.")
+    topic_partitions: int = Field(3, ge=1, description="Partitions of the clicks topic when clickrec creates it.")
+
+    # --- Redis (online feature store) ----------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Online feature store.")
+
+    # --- Object store (artifacts and lake) -----------------------------------
+    s3_endpoint_url: str = Field("http://127.0.0.1:9000", description="S3 API endpoint (MinIO, or moto natively).")
+    s3_access_key: str = Field("clickrec", description="S3 access key.")
+    s3_secret_key: str = Field("clickrec-secret", description="S3 secret key.")
+    s3_region: str = Field("us-east-1", description="S3 region name.")
+    s3_bucket: str = Field("clickrec", description="Bucket created by the stack for artifacts.")
+    artifacts_url: str = Field(
+        f"file://{PROJECT_ROOT / 'data' / 'artifacts'}",
+        description="Where versioned artifacts live: file:///path or s3://bucket/prefix.",
+    )
+    lake_url: str = Field(
+        f"file://{PROJECT_ROOT / 'data' / 'lake'}", description="Offline store of raw events (Parquet by date)."
+    )
+
+    # --- API -------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port of the API and the web page.")
+
+    # --- Native stack ---------------------------------------------------------
+    run_dir: Path = Field(PROJECT_ROOT / ".run", description="Logs and PID files of the native stack.")
+    data_dir: Path = Field(PROJECT_ROOT / "data", description="Generated datasets and local stores.")
+    demo_data: bool = Field(True, description="On an empty stack, `make up` generates and replays a demo dataset.")
+    demo_users: int = Field(2_000, ge=10, description="Users in the demo dataset.")
+    demo_days: int = Field(3, ge=1, description="Days covered by the demo dataset.")
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of every process.")
+
+    @property
+    def kafka_port(self) -> int:
+        return int(self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[1])
+
+    @property
+    def kafka_host(self) -> str:
+        return self.kafka_bootstrap.split(",")[0].rsplit(":", 1)[0]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once (tests build their own `Settings`)."""
+    return Settings()
