@@ -42,3 +42,8 @@ def _main(
     ] = None,
 ) -> None:
     setup_logging((log_level or get_settings().log_level).upper())
+
+
+from services.stack.cli import stack_app  # noqa: E402
+
+app.add_typer(stack_app, name="stack")

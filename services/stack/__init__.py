@@ -1,0 +1,1 @@
+"""Process supervision and the native (no-Docker) stack runner."""

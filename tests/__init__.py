@@ -1,0 +1,1 @@
+"""clickrec test suite (unit, integration, ...); fixtures live in tests/services.py."""
