@@ -56,7 +56,13 @@ class Publisher:
         self._sent: Counter[str] = Counter()
         self._failed: Counter[str] = Counter()
         self._errors: list[str] = []
-        settings = {**PRODUCER_DEFAULTS, **config, "bootstrap.servers": bootstrap, "on_delivery": self._on_delivery}
+        settings = {
+            **PRODUCER_DEFAULTS,
+            **config,
+            "bootstrap.servers": bootstrap,
+            "on_delivery": self._on_delivery,
+            "logger": logging.getLogger("librdkafka"),  # into our logs, not raw stderr
+        }
         self._producer = Producer(settings)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:

@@ -12,7 +12,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from feature_store.settings import get_settings
+from feature_store.settings import Settings, get_settings
+from services.stack.cli import stack_app
+
+log = logging.getLogger("clickrec")
 
 app = typer.Typer(
     name="clickrec",
@@ -44,6 +47,127 @@ def _main(
     setup_logging((log_level or get_settings().log_level).upper())
 
 
-from services.stack.cli import stack_app  # noqa: E402
-
 app.add_typer(stack_app, name="stack")
+
+
+def _publisher(settings: Settings):
+    from producer.publisher import Publisher
+    from producer.topics import ensure_topics
+
+    ensure_topics(settings.kafka_bootstrap, {settings.clicks_topic: settings.topic_partitions, settings.dlq_topic: 1})
+    return Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic)
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="An OpenCDP/REES46 CSV (.csv, .csv.gz or .zip), or the electronics-store purchase file.")],
+    speedup: Annotated[
+        Optional[float],
+        typer.Option(help="Replay in real time scaled by N, keeping the gaps between events (default: as fast as possible)."),
+    ] = None,
+    rebase_time: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Shift event times so the replay lands at this instant: 'now' or ISO 8601. "
+            "Unpaced, the LAST replayed row lands there (all events in the recent past); "
+            "with --speedup, the FIRST row does and the rest follow in real time."
+        ),
+    ] = None,
+    rebase_anchor: Annotated[
+        str, typer.Option(help="Which end of the replay --rebase-time anchors: auto, start or end.")
+    ] = "auto",
+    limit: Annotated[Optional[int], typer.Option(min=0, help="Replay at most N data rows.")] = None,
+    skip: Annotated[int, typer.Option(min=0, help="Skip the first N data rows.")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="auto, opencdp or electronics.")] = "auto",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with events/s.")] = True,
+) -> None:
+    """Publish a click CSV to the clicks topic (key = user_id); bad rows go to the DLQ with a reason.
+
+    Ends with a summary (rows read = published + rejected). Ctrl-C stops early,
+    flushes what was read, and still prints the summary.
+    """
+    from producer.replay import ReplayOptions, replay as run_replay
+
+    if rebase_anchor not in ("auto", "start", "end"):
+        raise typer.BadParameter("--rebase-anchor takes auto, start or end")
+    if fmt not in ("auto", "opencdp", "electronics"):
+        raise typer.BadParameter("--format takes auto, opencdp or electronics")
+    settings = get_settings()
+    options = ReplayOptions(
+        speedup=speedup, rebase_time=rebase_time, rebase_anchor=rebase_anchor,  # type: ignore[arg-type]
+        skip=skip, limit=limit, fmt=fmt, progress=progress,
+    )  # fmt: skip
+    try:
+        summary = run_replay(file, _publisher(settings), options)
+    except (FileNotFoundError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(summary.describe())
+    typer.echo(f"topic {settings.clicks_topic} on {settings.kafka_bootstrap}; dead letters in {settings.dlq_topic}")
+    if summary.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+def synth(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the CSV (OpenCDP schema).")],
+    users: Annotated[int, typer.Option(min=10, help="Number of shoppers.")] = 10_000,
+    days: Annotated[int, typer.Option(min=1, help="Days of clicks, from --start.")] = 7,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed writes the same file.")] = 42,
+    start: Annotated[str, typer.Option(help="First day, YYYY-MM-DD.")] = "2019-10-01",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with rows/s.")] = True,
+) -> None:
+    """Write a synthetic click CSV in the exact OpenCDP schema, with learnable structure.
+
+    Power-law product popularity, a category tree with brands and price tiers,
+    users with persistent taste who return over several days, a view -> cart ->
+    purchase funnel near the real rates, a daily rhythm and a few bots.
+    """
+    from datetime import date
+
+    from producer.synth import SynthConfig, write_synthetic_csv
+
+    try:
+        first_day = date.fromisoformat(start)
+    except ValueError:
+        raise typer.BadParameter("--start takes a date like 2019-10-01") from None
+    summary = write_synthetic_csv(output, SynthConfig(users=users, days=days, seed=seed, start=first_day), progress)
+    shares = ", ".join(f"{kind} {summary.share(kind):.2%}" for kind in summary.event_counts)
+    typer.echo(
+        f"wrote {output}: {summary.rows:,} rows, {summary.users:,} users, {summary.sessions:,} sessions, "
+        f"{summary.products:,} products, {summary.bots} bots ({shares})"
+    )
+
+
+@app.command()
+def peek(
+    n: Annotated[int, typer.Option("-n", min=1, help="How many of the newest messages to show.")] = 5,
+    dlq: Annotated[bool, typer.Option("--dlq", help="Show the dead-letter topic instead of the clicks.")] = False,
+) -> None:
+    """Show the newest messages of the clicks topic (or the DLQ) and how many it holds."""
+    from producer.topics import read_topic
+
+    settings = get_settings()
+    topic = settings.dlq_topic if dlq else settings.clicks_topic
+    records = read_topic(settings.kafka_bootstrap, topic, timeout=60)
+    newest = sorted(records, key=lambda r: (r.timestamp_ms or 0, r.partition, r.offset))[-n:]
+    typer.echo(f"{topic}: {len(records):,} messages")
+    for record in newest:
+        key = record.key.decode() if record.key else "-"
+        typer.echo(f"  p{record.partition}@{record.offset} key={key} {record.value.decode() if record.value else ''}")
+
+
+@app.command()
+def up(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every service to become healthy.")] = 90.0,
+) -> None:
+    """Bring up the native stack; on an empty stack, generate and replay demo data (DEMO_DATA)."""
+    from services.stack import bootstrap
+
+    settings = get_settings()
+    try:
+        report = bootstrap.up(settings, timeout=timeout)
+    except bootstrap.StackError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(report)
