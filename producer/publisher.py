@@ -24,8 +24,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "linger.ms": 20,
     "batch.size": 1_000_000,
-    "queue.buffering.max.messages": 1_000_000,
-    "queue.buffering.max.kbytes": 1_048_576,
+    "queue.buffering.max.messages": 200_000,
+    "queue.buffering.max.kbytes": 262_144,
     # Only failures call back: per-message success callbacks cost more than the produce itself.
     "delivery.report.only.error": True,
 }

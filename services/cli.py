@@ -171,3 +171,14 @@ def up(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(report)
+
+
+@app.command()
+def seed() -> None:
+    """Generate and replay the demo dataset, only if the clicks topic is empty and DEMO_DATA is on."""
+    from producer.topics import ensure_topics
+    from services.stack import bootstrap
+
+    settings = get_settings()
+    ensure_topics(settings.kafka_bootstrap, {settings.clicks_topic: settings.topic_partitions, settings.dlq_topic: 1})
+    typer.echo(bootstrap.seed_if_empty(settings))

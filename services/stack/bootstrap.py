@@ -22,7 +22,7 @@ from services.stack import native
 from services.stack.cli import format_table
 from services.stack.native import StackError
 
-__all__ = ["StackError", "topic_message_count", "up"]
+__all__ = ["StackError", "seed_if_empty", "topic_message_count", "up"]
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +56,29 @@ def seed_demo_data(settings: Settings) -> str:
     return f"demo data: replayed {summary.published:,} events from {path} ({summary.rate:,.0f} events/s)"
 
 
+def seed_if_empty(settings: Settings) -> str:
+    """Seed the demo dataset when the clicks topic is empty and DEMO_DATA is on; say what happened."""
+    held = topic_message_count(settings, settings.clicks_topic)
+    if held:
+        return f"{settings.clicks_topic} already holds events (about {held:,}): no demo data added"
+    if not settings.demo_data:
+        return "the stack is empty (DEMO_DATA=false): replay a file to fill it"
+    return seed_demo_data(settings)
+
+
 def up(settings: Settings, timeout: float = 90.0) -> str:
     """Bring the native stack up, seed it when empty, and say what runs and what to try next."""
     statuses = native.up(settings, timeout=timeout)
-    lines = [format_table(statuses), ""]
-    held = topic_message_count(settings, settings.clicks_topic)
-    if held == 0 and settings.demo_data:
-        lines.append(seed_demo_data(settings))
-    elif held:
-        lines.append(f"{settings.clicks_topic} already holds about {held:,} events: no demo data added")
-    else:
-        lines.append("the stack is empty (DEMO_DATA=false): replay a file to fill it")
-    lines += [
-        "",
-        "next:",
-        "  .venv/bin/clickrec peek                      # the newest click events in Kafka",
-        "  .venv/bin/clickrec replay ../shared/data/opencdp-2019-Oct-head.csv --rebase-time now",
-        "  .venv/bin/clickrec stack status              # every service, its PID and health",
-        "  make down                                    # stop everything this stack started",
-    ]
-    return "\n".join(lines)
+    return "\n".join(
+        [
+            format_table(statuses),
+            "",
+            seed_if_empty(settings),
+            "",
+            "next:",
+            "  .venv/bin/clickrec peek                      # the newest click events in Kafka",
+            "  .venv/bin/clickrec replay ../shared/data/opencdp-2019-Oct-head.csv --rebase-time now",
+            "  .venv/bin/clickrec stack status              # every service, its PID and health",
+            "  make down                                    # stop everything this stack started",
+        ]
+    )
