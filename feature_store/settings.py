@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         f"file://{PROJECT_ROOT / 'data' / 'lake'}", description="Offline store of raw events (Parquet by date)."
     )
 
+    # --- Spark ----------------------------------------------------------------
+    spark_master: str = Field("local[*]", description="Spark master URL; local[*] runs in-process on every core.")
+    spark_driver_memory: str = Field("4g", description="Spark driver memory (local mode: all of Spark's memory).")
+    spark_shuffle_partitions: int = Field(4, ge=1, description="Shuffle partitions; small suits one machine.")
+    checkpoint_dir: Path = Field(
+        PROJECT_ROOT / "data" / "checkpoints", description="Spark Structured Streaming checkpoints."
+    )
+
     # --- API -------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the API and the web page.")
