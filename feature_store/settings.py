@@ -45,6 +45,7 @@ class Settings(BaseSettings):
         f"file://{PROJECT_ROOT / 'data' / 'artifacts'}",
         description="Where versioned artifacts live: file:///path or s3://bucket/prefix.",
     )
+    artifact_retention: int = Field(5, ge=1, description="Complete versions kept per artifact kind.")
     lake_url: str = Field(
         f"file://{PROJECT_ROOT / 'data' / 'lake'}", description="Offline store of raw events (Parquet by date)."
     )

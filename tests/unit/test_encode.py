@@ -304,6 +304,10 @@ def csv_times(draw: st.DrawFn, valid: bool) -> str:
     return text.replace(" ", sep, 1) + suffix
 
 
+VALID_PRICE = st.one_of(
+    st.integers(0, 10**6).map(str),
+    st.builds(lambda a, b: f"{a}.{b:02d}", st.integers(0, 99999), st.integers(0, 99)),
+)
 VALID = {
     "event_time": csv_times(valid=True),
     "event_type": st.sampled_from([e.value for e in EventType]),
@@ -311,16 +315,15 @@ VALID = {
     "category_id": st.one_of(st.just(""), st.integers(0, 2**63 - 1).map(str)),
     "category_code": st.one_of(st.just(""), st.lists(st.sampled_from(["electronics", "smartphone", "appliances", "kitchen", "x_y"]), min_size=1, max_size=4).map(".".join)),
     "brand": st.one_of(st.just(""), st.text(st.characters(min_codepoint=0x20, max_codepoint=0x2FF), max_size=20)),
-    "price": st.one_of(
-        st.integers(0, 10**6).map(str),
-        st.builds(lambda a, b: f"{a}.{b:02d}", st.integers(0, 99999), st.integers(0, 99)),
-    ),
+    "price": VALID_PRICE,
     "user_id": st.integers(0, 2**63 - 1).map(str),
     "user_session": st.one_of(st.just(""), st.uuids().map(str)),
 }
 
 ID_WEIRD = st.one_of(
     digits(1, 22),  # leading zeros, huge numbers
+    st.integers(0, 10**6).map(lambda n: f"0{n}"),
+    st.integers(2**63 - 10**18, 2**63 + 10**18).map(str),  # around the int64 limit, 19 digits
     st.integers(-(2**64), 2**64).map(str),
     st.sampled_from(["", " ", "0", "00", "-0", "+5", " 5", "5 ", "1_000", "1.0", "1e3", "٣", "９", str(2**63 - 1), str(2**63)]),
     ANY_TEXT,
@@ -371,6 +374,8 @@ WEIRD = {
             ]
         ),  # fmt: skip
         st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        VALID_PRICE.map(lambda p: f"-{p}"),
+        VALID_PRICE.map(lambda p: f"0{p}"),
         st.builds(lambda a, b: f"{a}.{b}", digits(1, 14), digits(1, 8)),
         ANY_TEXT,
     ),
