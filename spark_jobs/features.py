@@ -1,0 +1,187 @@
+"""Window features as pure DataFrame functions, built from `feature_store.definitions`.
+
+The same functions run on the stream (spark_jobs.stream) and in batch over the
+lake (`batch_features`), so a value in Redis equals what a batch recomputation
+gives for the same events: a test holds them to it.
+
+- `parse_events`: Kafka records (key, value JSON, timestamp) -> typed events.
+- `window_features(events, group)`: one row per entity and window with the
+  group's features (sliding and tumbling groups: per window; sessions: per session).
+- `partial_features(events, group)`: mergeable partial aggregates of one
+  micro-batch for the groups the stream merges into Redis (sessions, tumbling
+  counters), see feature_store.online.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from feature_store.definitions import (
+    ACTIVITY_WEIGHTS,
+    HEALTH_GLOBAL_RATE,
+    HEALTH_PRIOR_VIEWS,
+    Agg,
+    Feature,
+    FeatureGroup,
+    Window,
+)
+from spark_jobs.schema import EVENT_SPARK_SCHEMA
+
+
+def _order() -> Column:
+    """Events ordered by time, ties broken by event id: "latest" means the same thing everywhere."""
+    return F.struct(F.col("event_time"), F.col("event_id"))
+
+
+def parse_events(records: DataFrame) -> DataFrame:
+    """Kafka records -> typed click events plus `ingest_time` (the broker timestamp).
+
+    Records whose value is not a click event are dropped here: they cannot come
+    from clickrec's own publishers, which validate before they send.
+    """
+    parsed = records.select(
+        F.from_json(F.col("value"), EVENT_SPARK_SCHEMA, {"mode": "PERMISSIVE"}).alias("e"),
+        F.col("timestamp").alias("ingest_time"),
+    )
+    return parsed.select("e.*", "ingest_time").where(F.col("event_id").isNotNull() & F.col("event_time").isNotNull())
+
+
+def _when_types(feature: Feature, value: Column) -> Column:
+    if not feature.event_types:
+        return value
+    return F.when(F.col("event_type").isin([t.value for t in feature.event_types]), value)
+
+
+def _activity_weight() -> Column:
+    expr = None
+    for event_type, weight in ACTIVITY_WEIGHTS.items():
+        expr = (F.when if expr is None else expr.when)(F.col("event_type") == event_type.value, F.lit(weight))
+    return expr.otherwise(F.lit(0.0))
+
+
+def _aggregate(feature: Feature) -> Column | None:
+    """The final aggregate of a feature over a window's events (None for DERIVED)."""
+    match feature.agg:
+        case Agg.COUNT:
+            return F.count(_when_types(feature, F.lit(1)))
+        case Agg.COUNT_DISTINCT:
+            return F.size(F.collect_set(_when_types(feature, F.col(feature.column))))
+        case Agg.MEAN:
+            return F.avg(_when_types(feature, F.col(feature.column)))
+        case Agg.MAX:
+            return F.max(_when_types(feature, F.col(feature.column)))
+        case Agg.WEIGHTED_COUNT:
+            return F.sum(_activity_weight())
+        case Agg.FIRST_TIME:
+            return F.min("event_time")
+        case Agg.LAST_TIME:
+            return F.max("event_time")
+        case Agg.LAST_VALUE:
+            return F.max_by(F.col(feature.column), _order())
+        case Agg.LAST_N:
+            ordered = F.array_sort(F.collect_list(F.struct(_order().alias("o"), F.col(feature.column).alias("v"))))
+            values = F.transform(ordered, lambda item: item["v"])
+            return F.slice(values, F.greatest(F.size(values) - feature.n + 1, F.lit(1)), feature.n)
+        case Agg.DERIVED:
+            return None
+    raise ValueError(f"unknown aggregation {feature.agg}")
+
+
+def _derived(feature: Feature) -> Column:
+    match feature.formula:
+        case "health":
+            prior = F.lit(HEALTH_PRIOR_VIEWS)
+            return (F.col("carts") + F.col("purchases") + prior * F.lit(HEALTH_GLOBAL_RATE)) / (F.col("views") + prior)
+        case "duration":
+            return F.col("last_event_time").cast("double") - F.col("first_event_time").cast("double")
+        case "has_cart":
+            return (F.col("carts") > 0).cast("long")
+    raise ValueError(f"{feature.name}: unknown formula {feature.formula!r}")
+
+
+def window_column(group: FeatureGroup) -> Column:
+    """Spark's window struct (start, end) for a sliding or tumbling group."""
+    seconds = int(group.length.total_seconds())
+    if group.window is Window.SLIDING:
+        return F.window("event_time", f"{seconds} seconds", f"{int(group.slide.total_seconds())} seconds")
+    return F.window("event_time", f"{seconds} seconds")
+
+
+def grouping(group: FeatureGroup) -> list[Column]:
+    key = F.col(group.entity.join_key).alias("entity_id")
+    if group.window is Window.SESSION:
+        return [key]
+    return [key, window_column(group).alias("window")]
+
+
+def finish(aggregated: DataFrame, group: FeatureGroup) -> DataFrame:
+    """Add the derived features and put the columns in the declared order."""
+    for feature in group.features:
+        if feature.agg is Agg.DERIVED:
+            aggregated = aggregated.withColumn(feature.name, _derived(feature))
+    keys = ["entity_id"] + ([] if group.window is Window.SESSION else ["window_start", "window_end"])
+    if group.window is not Window.SESSION:
+        aggregated = aggregated.withColumn("window_start", F.col("window.start")).withColumn(
+            "window_end", F.col("window.end")
+        )
+    return aggregated.select(*keys, *group.names)
+
+
+def window_features(events: DataFrame, group: FeatureGroup) -> DataFrame:
+    """One row per entity (and window) with every feature of `group`, from typed events."""
+    if group.window is Window.SESSION:
+        events = events.where(F.col("user_session").isNotNull())
+    aggs = [_aggregate(f).alias(f.name) for f in group.features if f.agg is not Agg.DERIVED]
+    return finish(events.groupBy(*grouping(group)).agg(*aggs), group)
+
+
+def dedupe(events: DataFrame) -> DataFrame:
+    """One row per event id (a replayed row, or a live event posted twice, counts once)."""
+    return events.dropDuplicates(["event_id"])
+
+
+def batch_features(events: DataFrame, group: FeatureGroup) -> DataFrame:
+    """The offline recomputation: deduplicated events -> the group's feature rows."""
+    return window_features(dedupe(events), group)
+
+
+# --- partial aggregates, merged into Redis by the stream ---------------------------
+
+
+def _partial(feature: Feature) -> list[Column]:
+    """Mergeable partials of a feature over one micro-batch (see feature_store.online)."""
+    name = feature.name
+    match feature.agg:
+        case Agg.COUNT:
+            return [F.count(_when_types(feature, F.lit(1))).alias(name)]
+        case Agg.COUNT_DISTINCT:
+            return [F.collect_set(_when_types(feature, F.col(feature.column)).cast("string")).alias(name)]
+        case Agg.FIRST_TIME:
+            return [F.min("event_time").cast("double").alias(name)]
+        case Agg.LAST_TIME:
+            return [F.max("event_time").cast("double").alias(name)]
+        case Agg.LAST_VALUE:
+            latest = F.max_by(F.struct(F.col("event_time").cast("double").alias("t"), F.col("event_id").alias("i"),
+                                       F.col(feature.column).cast("string").alias("v")), _order())  # fmt: skip
+            return [latest.alias(name)]
+        case Agg.LAST_N:
+            items = F.collect_list(
+                F.struct(F.col("event_time").cast("double").alias("t"), F.col("event_id").alias("i"),
+                         F.col(feature.column).cast("string").alias("v"))  # fmt: skip
+            )
+            return [items.alias(name)]
+        case Agg.DERIVED:
+            return []
+    raise ValueError(f"{feature.name}: {feature.agg} has no mergeable partial; use a sliding group")
+
+
+def partial_features(events: DataFrame, group: FeatureGroup) -> DataFrame:
+    """Per entity (and bucket) partial aggregates of one micro-batch's events."""
+    if group.window is Window.SESSION:
+        events = events.where(F.col("user_session").isNotNull())
+    columns = [c for f in group.features for c in _partial(f)]
+    rows = events.groupBy(*grouping(group)).agg(*columns)
+    if group.window is not Window.SESSION:
+        rows = rows.withColumn("window_start", F.col("window.start").cast("double")).drop("window")
+    return rows
