@@ -14,6 +14,8 @@ gives for the same events: a test holds them to it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -47,10 +49,12 @@ def parse_events(records: DataFrame) -> DataFrame:
     return parsed.select("e.*", "ingest_time").where(F.col("event_id").isNotNull() & F.col("event_time").isNotNull())
 
 
-def _when_types(feature: Feature, value: Column) -> Column:
-    if not feature.event_types:
-        return value
-    return F.when(F.col("event_type").isin([t.value for t in feature.event_types]), value)
+def _when_types(feature: Feature, value: Column, only: Column | None = None) -> Column:
+    condition = only
+    if feature.event_types:
+        of_type = F.col("event_type").isin([t.value for t in feature.event_types])
+        condition = of_type if condition is None else condition & of_type
+    return value if condition is None else F.when(condition, value)
 
 
 def _activity_weight() -> Column:
@@ -60,25 +64,34 @@ def _activity_weight() -> Column:
     return expr.otherwise(F.lit(0.0))
 
 
-def _aggregate(feature: Feature) -> Column | None:
-    """The final aggregate of a feature over a window's events (None for DERIVED)."""
+def _aggregate(feature: Feature, only: Column | None = None) -> Column | None:
+    """The final aggregate of a feature over a window's events (None for DERIVED).
+
+    `only` restricts it to the rows where that condition holds (see multi_window_features).
+    """
+
+    def pick(value: Column, with_types: bool = True) -> Column:
+        if with_types:
+            return _when_types(feature, value, only)
+        return value if only is None else F.when(only, value)
+
     match feature.agg:
         case Agg.COUNT:
-            return F.count(_when_types(feature, F.lit(1)))
+            return F.count(pick(F.lit(1)))
         case Agg.COUNT_DISTINCT:
-            return F.size(F.collect_set(_when_types(feature, F.col(feature.column))))
+            return F.size(F.collect_set(pick(F.col(feature.column))))
         case Agg.MEAN:
-            return F.avg(_when_types(feature, F.col(feature.column)))
+            return F.avg(pick(F.col(feature.column)))
         case Agg.MAX:
-            return F.max(_when_types(feature, F.col(feature.column)))
+            return F.max(pick(F.col(feature.column)))
         case Agg.WEIGHTED_COUNT:
-            return F.sum(_activity_weight())
+            return F.sum(pick(_activity_weight(), with_types=False))
         case Agg.FIRST_TIME:
-            return F.min("event_time")
+            return F.min(pick(F.col("event_time"), with_types=False))
         case Agg.LAST_TIME:
-            return F.max("event_time")
+            return F.max(pick(F.col("event_time"), with_types=False))
         case Agg.LAST_VALUE:
-            return F.max_by(F.col(feature.column), _order())
+            return F.max_by(F.col(feature.column), pick(_order(), with_types=False))
         case Agg.LAST_N:
             ordered = F.array_sort(F.collect_list(F.struct(_order().alias("o"), F.col(feature.column).alias("v"))))
             values = F.transform(ordered, lambda item: item["v"])
@@ -132,8 +145,57 @@ def window_features(events: DataFrame, group: FeatureGroup) -> DataFrame:
     """One row per entity (and window) with every feature of `group`, from typed events."""
     if group.window is Window.SESSION:
         events = events.where(F.col("user_session").isNotNull())
-    aggs = [_aggregate(f).alias(f.name) for f in group.features if f.agg is not Agg.DERIVED]
-    return finish(events.groupBy(*grouping(group)).agg(*aggs), group)
+        aggs = [_aggregate(f).alias(f.name) for f in group.features if f.agg is not Agg.DERIVED]
+        return finish(events.groupBy(*grouping(group)).agg(*aggs), group)
+    return split_groups(multi_window_features(events, [group]), [group])[group.name]
+
+
+def _same_geometry(groups: Sequence[FeatureGroup]) -> None:
+    shapes = {(g.window, g.length, g.slide) for g in groups}
+    if len(shapes) != 1 or groups[0].window is Window.SESSION:
+        raise ValueError("multi_window_features takes windowed groups that share one window shape")
+
+
+def multi_window_features(events: DataFrame, groups: Sequence[FeatureGroup]) -> DataFrame:
+    """Several windowed groups with one window shape in ONE aggregation (one stateful operator).
+
+    Each event is exploded into one row per group (keyed by that group's entity);
+    every aggregate only sees its own group's rows. The streaming job uses this so
+    that one query, reading Kafka once, maintains the user and product windows.
+    Split the result with `split_groups`.
+    """
+    _same_geometry(groups)
+    keyed = events.withColumn(
+        "_keyed",
+        F.explode(
+            F.array(*[
+                F.struct(F.lit(g.name).alias("group"), F.col(g.entity.join_key).cast("string").alias("entity_id"))
+                for g in groups
+            ])
+        ),
+    ).select("*", "_keyed.group", "_keyed.entity_id")
+    rows = keyed.groupBy(F.col("group"), F.col("entity_id"), window_column(groups[0]).alias("window"))
+    extra = [F.max("ingest_time").alias("_last_ingest")] if "ingest_time" in events.columns else []
+    return rows.agg(*_masked_aggs(groups), *extra)
+
+
+def _masked_aggs(groups: Sequence[FeatureGroup]) -> list[Column]:
+    columns = []
+    for g in groups:
+        for feature in g.features:
+            if feature.agg is not Agg.DERIVED:
+                columns.append(_aggregate(feature, only=F.col("group") == g.name).alias(f"{g.name}__{feature.name}"))
+    return columns
+
+
+def split_groups(rows: DataFrame, groups: Sequence[FeatureGroup]) -> dict[str, DataFrame]:
+    """`multi_window_features` rows -> one DataFrame per group, as `window_features` returns."""
+    result = {}
+    for g in groups:
+        own = [F.col(f"{g.name}__{f.name}").alias(f.name) for f in g.features if f.agg is not Agg.DERIVED]
+        selected = rows.where(F.col("group") == g.name).select("entity_id", "window", *own)
+        result[g.name] = finish(selected, g)
+    return result
 
 
 def dedupe(events: DataFrame) -> DataFrame:

@@ -1,0 +1,130 @@
+"""The streaming job against the real broker and Redis: online equals offline, restarts lose nothing."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from feature_store.definitions import GROUPS, FeatureGroup, Window
+from feature_store.lake import Lake
+from feature_store.online import OnlineStore, decode_features, session_keys, window_key
+from feature_store.settings import Settings
+from producer.publisher import Publisher
+from producer.replay import ReplayOptions, replay
+from producer.topics import ensure_topics
+from spark_jobs import stream
+from spark_jobs.features import batch_features
+from tests.services import unique_topic_name
+
+pytestmark = pytest.mark.integration
+
+SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "opencdp-2019-Oct-head.csv"
+needs_sample = pytest.mark.skipif(
+    not SAMPLE.exists(), reason=f"the real OpenCDP sample is not at {SAMPLE} (it ships beside the repo in CI only)"
+)
+
+
+@pytest.fixture
+def settings(stack: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    topic = unique_topic_name(request.node.name)
+    configured = stack.model_copy(
+        update={
+            "clicks_topic": topic,
+            "dlq_topic": topic + ".dlq",
+            "checkpoint_dir": tmp_path / "checkpoints",
+            "lake_url": f"file://{tmp_path / 'lake'}",
+        }
+    )
+    ensure_topics(configured.kafka_bootstrap, {configured.clicks_topic: 3, configured.dlq_topic: 1})
+    redis.Redis.from_url(configured.redis_url).flushdb()
+    return configured
+
+
+def _replay(settings: Settings, **options) -> None:
+    publisher = Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic)
+    replay(SAMPLE, publisher, ReplayOptions(progress=False, rebase_time="now", **options))
+
+
+def _catch_up(queries) -> None:
+    for query in queries:
+        query.processAllAvailable()
+
+
+def _same(expected, got) -> bool:
+    if isinstance(expected, float) or isinstance(got, float):
+        return expected is not None and got is not None and math.isclose(expected, got, rel_tol=1e-9, abs_tol=1e-6)
+    return expected == got
+
+
+def _online(store: OnlineStore, group: FeatureGroup, row: dict) -> dict | None:
+    if group.window is Window.SESSION:
+        mapping = store.client.hgetall(session_keys(row["entity_id"])[0])
+    else:
+        bucket = row["window_end"] if group.window is Window.SLIDING else row["window_start"]
+        mapping = store.client.hgetall(window_key(group, row["entity_id"], bucket))
+    return decode_features(group, mapping) if mapping else None
+
+
+def assert_online_equals_offline(spark, settings: Settings) -> dict[str, int]:
+    """Every entity (and window) of every group: Redis holds exactly the batch recomputation."""
+    events = spark.createDataFrame(Lake(settings.lake_url, settings).read().to_pandas())
+    store = OnlineStore.from_url(settings.redis_url)
+    checked = {}
+    for group in GROUPS:
+        expected = [r.asDict() for r in batch_features(events, group).collect()]
+        assert expected, group.name
+        mismatches = []
+        for row in expected:
+            online = _online(store, group, row)
+            if online is None:
+                mismatches.append((row["entity_id"], "missing"))
+                continue
+            for name in group.names:
+                want = row[name]
+                if hasattr(want, "timestamp"):
+                    want = want.timestamp()
+                if not _same(want, online[name]):
+                    mismatches.append((row["entity_id"], name, want, online[name]))
+        assert not mismatches, f"{group.name}: {len(mismatches)} of {len(expected)} differ, e.g. {mismatches[:5]}"
+        checked[group.name] = len(expected)
+    return checked
+
+
+@needs_sample
+def test_redis_holds_exactly_the_batch_recomputation(spark, settings: Settings) -> None:
+    _replay(settings)
+    queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
+    try:
+        _catch_up(queries)
+    finally:
+        for query in queries:
+            query.stop()
+    assert Lake(settings.lake_url, settings).read().num_rows > 17_000
+    checked = assert_online_equals_offline(spark, settings)
+    assert checked["session"] == 5_066  # every session of the sample
+
+
+@needs_sample
+def test_a_restart_from_the_checkpoint_loses_nothing_and_counts_nothing_twice(spark, settings: Settings) -> None:
+    _replay(settings, limit=9_000)
+    queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5, max_rows_per_batch=2_000))
+    # Stop in the middle: once both queries committed a batch, with most of the topic unread.
+    deadline = time.monotonic() + 180
+    while not all(q.lastProgress and q.lastProgress["numInputRows"] for q in queries):
+        assert time.monotonic() < deadline, "the streaming queries processed nothing"
+        queries[0].awaitTermination(0.2)
+    for query in queries:
+        query.stop()
+    assert Lake(settings.lake_url, settings).read().num_rows < 9_000
+    _replay(settings, skip=9_000)
+    queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
+    try:
+        _catch_up(queries)
+    finally:
+        for query in queries:
+            query.stop()
+    assert_online_equals_offline(spark, settings)
