@@ -217,7 +217,11 @@ class OnlineStore:
         with self.client.pipeline(transaction=False) as pipe:
             for row in rows:
                 key = window_key(group, row["entity_id"], row[bucket_field])
-                pipe.hset(key, mapping={**encode_features(group, row), "_ts": repr(now)})
+                fields = encode_features(group, row)
+                missing = [name for name in group.names if name not in fields]
+                if missing:  # a value that became missing must not keep an older total's value
+                    pipe.hdel(key, *missing)
+                pipe.hset(key, mapping={**fields, "_ts": repr(now)})
                 pipe.expire(key, ttl)
                 written += 1
             pipe.execute()
