@@ -50,14 +50,14 @@ down: ## Stop exactly what `make up` started
 ifeq ($(DOCKER),yes)
 	docker compose down
 else
-	@[ -x $(CLICKREC) ] && $(CLICKREC) stack down || echo "nothing to stop (no .venv yet)"
+	@[ -x $(CLICKREC) ] && $(CLICKREC) down || echo "nothing to stop (no .venv yet)"
 endif
 
 status: ## Show each service, its PID and health (a crashed one too)
 ifeq ($(DOCKER),yes)
 	docker compose ps
 else
-	$(CLICKREC) stack status
+	$(CLICKREC) status
 endif
 
 replay: install ## Replay a click CSV into Kafka: make replay FILE=path.csv [ARGS="--rebase-time now"]

@@ -26,7 +26,7 @@ import logging
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -211,15 +211,26 @@ class Artifacts:
     def read_table(self, kind: str, name: str, version: str | None = None) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(kind, name, version)))
 
-    def prune(self, kind: str) -> list[str]:
-        """Delete all but the newest `retention` complete versions (never the LATEST one)."""
-        keep = set(self.versions(kind)[-self.retention :]) | {self.latest(kind)}
+    def prune(self, kind: str, *, stale_after: timedelta = timedelta(hours=6)) -> list[str]:
+        """Delete all but the newest `retention` complete versions (never the LATEST one).
+
+        An incomplete version may still be in the middle of being written by
+        another job (started before the version just published), so it is only
+        removed, as a crashed leftover, once its id is older than `stale_after`.
+        """
+        complete = self.versions(kind)
+        keep = set(complete[-self.retention :]) | {self.latest(kind)}
+        newest, done = max(keep), set(complete)
+        stale = new_version_id(datetime.now(timezone.utc) - stale_after)
         removed = []
         for key in self.store.list(f"{kind}/"):
             parts = key.split("/")
-            if len(parts) >= 3 and parts[1] not in keep and parts[1] < max(keep):
-                self.store.delete(key)
-                removed.append(parts[1])
+            if len(parts) < 3 or parts[1] in keep or parts[1] >= newest:
+                continue
+            if parts[1] not in done and parts[1] >= stale:
+                continue  # possibly still being written
+            self.store.delete(key)
+            removed.append(parts[1])
         return sorted(set(removed))
 
 

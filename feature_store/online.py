@@ -281,6 +281,14 @@ class OnlineStore:
             pipe.execute()
         return flagged
 
+    def beat(self, process: str, ttl: int = 60) -> None:
+        """A long-running process says it is alive (health checks read `heartbeat`)."""
+        self.client.set(f"{PREFIX}:heartbeat:{process}", repr(time.time()), ex=ttl)
+
+    def heartbeat(self, process: str) -> float | None:
+        raw = self.client.get(f"{PREFIX}:heartbeat:{process}")
+        return float(raw) if raw else None
+
     def record_batch(self, query: str, stats: Mapping[str, Any]) -> None:
         """Freshness of a streaming query: its latest micro-batch (rows, duration, lag)."""
         self.client.hset(stream_key(query), mapping={k: str(v) for k, v in stats.items()})

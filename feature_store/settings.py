@@ -58,6 +58,12 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "data" / "checkpoints", description="Spark Structured Streaming checkpoints."
     )
 
+    online_backfill_seconds: int = Field(
+        0,
+        ge=0,
+        description="How far behind real time the stream still writes windows to Redis; 0 = each group's TTL.",
+    )
+
     # --- API -------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the API and the web page.")

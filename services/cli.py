@@ -14,6 +14,7 @@ import typer
 
 from feature_store.settings import Settings, get_settings
 from services.stack.cli import stack_app
+from spark_jobs.candidates.cli import evaluate_command, train_app
 
 log = logging.getLogger("clickrec")
 
@@ -174,6 +175,46 @@ def up(
 
 
 @app.command()
+def down() -> None:
+    """Stop everything `clickrec up` started (the streaming job, then the services), by PID."""
+    from services.stack import bootstrap, native
+
+    settings = get_settings()
+    rows = bootstrap.stop_apps(settings) + native.down(settings)
+    from services.stack.cli import format_table
+
+    typer.echo(format_table(rows))
+
+
+@app.command()
+def status() -> None:
+    """Each service and job of the native stack: state, PID, endpoint, health (a crashed one too)."""
+    from services.stack import bootstrap, native
+    from services.stack.cli import format_table
+
+    settings = get_settings()
+    rows = native.status(settings) + bootstrap.app_status(settings)
+    typer.echo(format_table(rows))
+    if any(r.state == "crashed" for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def stream(
+    trigger_seconds: Annotated[float, typer.Option(help="Micro-batch trigger interval.")] = 1.0,
+    max_rows_per_batch: Annotated[int, typer.Option(min=1, help="Admission control: rows per micro-batch.")] = 500_000,
+) -> None:
+    """Run the Spark Structured Streaming job: clicks -> two-minute windows, sessions, counters -> Redis; events -> lake.
+
+    Checkpoints live in CHECKPOINT_DIR: a restart resumes where it stopped,
+    losing nothing and counting nothing twice. Ctrl-C stops it.
+    """
+    from spark_jobs.stream import StreamOptions, run
+
+    run(get_settings(), StreamOptions(trigger_seconds=trigger_seconds, max_rows_per_batch=max_rows_per_batch))
+
+
+@app.command()
 def seed() -> None:
     """Generate and replay the demo dataset, only if the clicks topic is empty and DEMO_DATA is on."""
     from producer.topics import ensure_topics
@@ -182,3 +223,14 @@ def seed() -> None:
     settings = get_settings()
     ensure_topics(settings.kafka_bootstrap, {settings.clicks_topic: settings.topic_partitions, settings.dlq_topic: 1})
     typer.echo(bootstrap.seed_if_empty(settings))
+
+from spark_jobs.analytics.cli import analytics_command  # noqa: E402
+
+app.command("analytics")(analytics_command)
+
+
+app.add_typer(train_app, name="train")
+from spark_jobs.purchase_model.cli import purchase_model_command  # noqa: E402
+
+train_app.command("purchase-model")(purchase_model_command)
+app.command("evaluate")(evaluate_command)

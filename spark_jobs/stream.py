@@ -27,7 +27,15 @@ from pathlib import Path
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from feature_store.definitions import BOT_RULE, PRODUCT_1D, PRODUCT_1H, PRODUCT_2M, SESSION_FEATURES, USER_2M
+from feature_store.definitions import (
+    BOT_RULE,
+    PRODUCT_1D,
+    PRODUCT_1H,
+    PRODUCT_2M,
+    SESSION_FEATURES,
+    USER_2M,
+    FeatureGroup,
+)
 from feature_store.lake import Lake
 from feature_store.online import OnlineStore
 from feature_store.settings import Settings
@@ -84,6 +92,23 @@ def _record(store: OnlineStore, query: str, batch_id: int, rows: int, started: f
     log.info("%s batch %d: %d rows in %.2f s, lag %s s", query, batch_id, rows, stats["duration_s"], stats["lag_s"])
 
 
+def horizon(settings: Settings, group: FeatureGroup) -> float:
+    """Epoch time before which the stream no longer writes `group` to Redis.
+
+    A window, session or bucket that ended more than its TTL ago would never be
+    read (the API reads the current ones) and expires at once: catching up on
+    history, skipping them saves most Redis writes. ONLINE_BACKFILL_SECONDS
+    widens it (tests do, to compare every window with the batch recomputation).
+    """
+    reach = settings.online_backfill_seconds or group.ttl.total_seconds()
+    return time.time() - reach
+
+
+def _rows(frame: DataFrame) -> list[dict]:
+    """A small Spark result as plain dicts (through Arrow: much faster than Row objects)."""
+    return frame.toArrow().to_pylist()
+
+
 def window_sink(settings: Settings) -> Callable[[DataFrame, int], None]:
     """foreachBatch of the ``windows`` query: HSET the updated windows, flag bots."""
     store = OnlineStore.from_url(settings.redis_url)
@@ -95,7 +120,8 @@ def window_sink(settings: Settings) -> Callable[[DataFrame, int], None]:
             rows = 0
             for name, frame in split_groups(batch, WINDOW_GROUPS).items():
                 group = USER_2M if name == USER_2M.name else PRODUCT_2M
-                records = [r.asDict() for r in frame.toLocalIterator()]
+                recent = frame.where(F.col("window_end") >= F.lit(horizon(settings, group)).cast("timestamp"))
+                records = _rows(recent)
                 rows += store.write_windows(group, records)
                 if group is USER_2M:
                     bots = [r["entity_id"] for r in records if (r["events"] or 0) > BOT_RULE.max_events]
@@ -122,11 +148,13 @@ def event_sink(settings: Settings, checkpoint: Path) -> Callable[[DataFrame, int
         try:
             table = batch.drop("ingest_time").toArrow()
             lake.write_batch(table, batch_id)
-            sessions = [r.asDict(recursive=True) for r in partial_features(batch, SESSION_FEATURES).toLocalIterator()]
-            store.merge_sessions(sessions, writer, batch_id)
+            sessions = partial_features(batch, SESSION_FEATURES)
+            cutoff = horizon(settings, SESSION_FEATURES)
+            store.merge_sessions(_rows(sessions.where(F.col("last_event_time") >= cutoff)), writer, batch_id)
             for group in MERGED_GROUPS:
-                rows = [r.asDict() for r in partial_features(batch, group).toLocalIterator()]
-                store.merge_counts(group, rows, writer, batch_id)
+                buckets = partial_features(batch, group)
+                ends = F.col("window_start") + group.length.total_seconds()
+                store.merge_counts(group, _rows(buckets.where(ends >= horizon(settings, group))), writer, batch_id)
             oldest = batch.agg(F.min("ingest_time")).first()[0] if table.num_rows else None
             _record(store, "events", batch_id, table.num_rows, started, oldest.timestamp() if oldest else None)
         finally:
@@ -162,13 +190,16 @@ def start(spark: SparkSession, settings: Settings, options: StreamOptions = Stre
 
 def run(settings: Settings, options: StreamOptions = StreamOptions()) -> None:
     """`clickrec stream`: run until interrupted (or until a query fails, which is raised)."""
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per Spark callback otherwise
     spark = spark_session("clickrec-stream", settings)
     spark.sparkContext.setLogLevel("WARN")
     queries = start(spark, settings, options)
     log.info("streaming from %s topic %s; checkpoints in %s", settings.kafka_bootstrap, settings.clicks_topic, settings.checkpoint_dir)
+    store = OnlineStore.from_url(settings.redis_url)
     stop = threading.Event()
     try:
         while not stop.wait(1.0):
+            store.beat("stream")
             for query in queries:
                 if not query.isActive:
                     error = query.exception()

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -21,6 +23,7 @@ from producer.topics import topic_partitions
 from services.stack import native
 from services.stack.cli import format_table
 from services.stack.native import StackError
+from services.stack.processes import ProcessState, Supervisor
 
 __all__ = ["StackError", "seed_if_empty", "topic_message_count", "up"]
 
@@ -66,9 +69,58 @@ def seed_if_empty(settings: Settings) -> str:
     return seed_demo_data(settings)
 
 
+#: The project's own long-running processes, started after the infrastructure.
+APPS = ("stream",)
+
+
+def stream_healthy(settings: Settings) -> bool:
+    """The streaming job beats its heart in Redis (see spark_jobs.stream.run)."""
+    from feature_store.online import OnlineStore
+
+    try:
+        beat = OnlineStore.from_url(settings.redis_url).heartbeat("stream")
+    except Exception:  # Redis not answering: not healthy
+        return False
+    return beat is not None and time.time() - beat < 15
+
+
+def start_apps(settings: Settings, timeout: float) -> list[native.ServiceStatus]:
+    """Start the streaming job (once) and wait for its heartbeat."""
+    supervisor = Supervisor(Path(settings.run_dir))
+    current = supervisor.state("stream")
+    action = "already running"
+    if current.state is not ProcessState.RUNNING:
+        if current.state is ProcessState.CRASHED:
+            supervisor.stop("stream")
+        supervisor.start("stream", [str(Path(sys.executable).parent / "clickrec"), "stream"], cwd=settings.run_dir)
+        action = "started"
+    deadline = time.monotonic() + timeout
+    while not stream_healthy(settings):
+        if supervisor.state("stream").state is not ProcessState.RUNNING:
+            raise StackError(f"the streaming job exited; see {supervisor.log_path('stream')}")
+        if time.monotonic() > deadline:
+            raise StackError(f"the streaming job did not start in {timeout:.0f} s; see {supervisor.log_path('stream')}")
+        time.sleep(0.5)  # polling a health check, with a deadline
+    pid = supervisor.state("stream").pid
+    return [native.ServiceStatus("stream", "running", pid, "Spark local[*]", True, action)]
+
+
+def stop_apps(settings: Settings) -> list[native.ServiceStatus]:
+    before = Supervisor(Path(settings.run_dir)).stop("stream")
+    return [native.ServiceStatus("stream", "stopped", before.pid, "Spark local[*]", False, "stopped" if before.pid else "")]
+
+
+def app_status(settings: Settings) -> list[native.ServiceStatus]:
+    current = Supervisor(Path(settings.run_dir)).state("stream")
+    running = current.state is ProcessState.RUNNING
+    healthy = running and stream_healthy(settings)
+    return [native.ServiceStatus("stream", current.state.value, current.pid, "Spark local[*]", healthy, detail=current.detail)]
+
+
 def up(settings: Settings, timeout: float = 90.0) -> str:
     """Bring the native stack up, seed it when empty, and say what runs and what to try next."""
     statuses = native.up(settings, timeout=timeout)
+    statuses += start_apps(settings, timeout=max(timeout, 120))
     return "\n".join(
         [
             format_table(statuses),
@@ -78,7 +130,7 @@ def up(settings: Settings, timeout: float = 90.0) -> str:
             "next:",
             "  .venv/bin/clickrec peek                      # the newest click events in Kafka",
             "  .venv/bin/clickrec replay ../shared/data/opencdp-2019-Oct-head.csv --rebase-time now",
-            "  .venv/bin/clickrec stack status              # every service, its PID and health",
+            "  .venv/bin/clickrec status                    # every service and job, its PID and health",
             "  make down                                    # stop everything this stack started",
         ]
     )

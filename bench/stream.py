@@ -1,0 +1,192 @@
+"""Streaming benchmarks: Kafka -> Spark -> Redis throughput on a backlog, and freshness under live load.
+
+Starts a private native stack (broker, Redis, S3 endpoint) on free ports, then:
+
+- throughput: replays a synthetic file of at least 2M events (rebased to now),
+  starts `clickrec stream`'s queries, and times how long both take to process the
+  whole backlog (JVM start excluded; first batch included);
+- freshness: with the stream running (1 s trigger), publishes live events at a
+  steady rate (default 2,000/s) for a while; every 200th is a probe from a fresh
+  user, and a poller measures produce -> readable in Redis (the user's current
+  two-minute window) for each probe; p50 / p95 / max.
+
+    .venv/bin/python -m bench.stream                 # both, recorded in bench/results/stream.json
+    .venv/bin/python -m bench.stream --rows 500000 --live-seconds 20 --no-record
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from feature_store.definitions import USER_2M
+from feature_store.online import OnlineStore
+from feature_store.settings import PROJECT_ROOT, Settings
+from producer.events import ClickEvent, EventSource, EventType
+from producer.publisher import Publisher
+from producer.replay import ReplayOptions, replay
+from producer.topics import ensure_topics
+from services.stack import native
+from spark_jobs import stream
+from spark_jobs.session import spark_session
+from tests.services import native_settings
+
+log = logging.getLogger("bench.stream")
+RESULTS = PROJECT_ROOT / "bench" / "results" / "stream.json"
+
+
+def synthetic_backlog(rows: int) -> Path:
+    from bench.replay_throughput import synthetic_file
+
+    return synthetic_file(rows, PROJECT_ROOT / "data" / "bench")
+
+
+def throughput(spark, settings: Settings, rows: int) -> dict:
+    publisher = Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic)
+    summary = replay(synthetic_backlog(rows), publisher, ReplayOptions(limit=rows, rebase_time="now", progress=False))
+    started = time.perf_counter()
+    queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=1.0))
+    try:
+        for query in queries:
+            query.processAllAvailable()
+    finally:
+        for query in queries:
+            query.stop()
+    seconds = time.perf_counter() - started
+    return {"events": summary.published, "seconds": round(seconds, 1), "events_per_s": round(summary.published / seconds)}
+
+
+def _probe_event(user_id: int, serial: int) -> ClickEvent:
+    return ClickEvent(
+        event_time=datetime.now(timezone.utc), event_type=EventType.VIEW, product_id=1_000_000 + serial % 5_000,
+        category_id=2053013555631882655, category_code="electronics.smartphone", brand="bench", price=99.0,
+        user_id=user_id, user_session=f"bench-{user_id}", source=EventSource.LIVE,
+    )  # fmt: skip
+
+
+def freshness(spark, settings: Settings, rate: int, seconds: float) -> dict:
+    store = OnlineStore.from_url(settings.redis_url)
+    publisher = Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic,
+                          **{"linger.ms": 5})  # fmt: skip
+    queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=1.0))
+    pending: dict[int, float] = {}
+    latencies: list[float] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.is_set() or pending:
+            with lock:
+                probes = list(pending.items())
+            if probes:
+                found = store.read_many(USER_2M, [u for u, _ in probes])
+                now = time.perf_counter()
+                with lock:
+                    for (user, sent), features in zip(probes, found):
+                        if features is not None:
+                            latencies.append(now - sent)
+                            pending.pop(user, None)
+                        elif now - sent > 60:
+                            pending.pop(user, None)  # lost: counted below
+            time.sleep(0.01)  # the poller's own cadence (a measurement loop, not synchronisation)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    try:
+        # Warm up: the first micro-batches pay for JVM and Python worker start.
+        warm_until = time.monotonic() + 20
+        serial = 0
+        while time.monotonic() < warm_until:
+            publisher.publish(str(900_000_000 + serial), _probe_event(900_000_000 + serial, serial).to_wire())
+            serial += 1
+            time.sleep(1 / rate)
+        publisher.flush()
+        poller.start()
+        start = time.perf_counter()
+        sent = probes = 0
+        while time.perf_counter() - start < seconds:
+            due = int((time.perf_counter() - start) * rate)
+            while sent < due:
+                user = 800_000_000 + sent
+                event = _probe_event(user, sent)
+                if sent % 200 == 0:
+                    with lock:
+                        pending[user] = time.perf_counter()
+                    probes += 1
+                publisher.publish(str(user), event.to_wire())
+                sent += 1
+            publisher.poll()
+            time.sleep(0.002)
+        publisher.flush()
+        done.set()
+        poller.join(timeout=90)
+    finally:
+        for query in queries:
+            query.stop()
+    latencies.sort()
+    return {
+        "rate_per_s": rate,
+        "seconds": seconds,
+        "events": sent,
+        "probes": probes,
+        "probes_seen": len(latencies),
+        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
+        "max_s": round(latencies[-1], 3) if latencies else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=2_000_000, help="backlog size for the throughput run")
+    parser.add_argument("--rate", type=int, default=2_000, help="live events per second for the freshness run")
+    parser.add_argument("--live-seconds", type=float, default=60, help="length of the freshness run")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+
+    with tempfile.TemporaryDirectory(prefix="clickrec-bench-stream-") as tmp:
+        settings = native_settings(Path(tmp))
+        native.up(settings)
+        spark = spark_session("clickrec-bench", settings)
+        spark.sparkContext.setLogLevel("ERROR")
+        try:
+            results = {}
+            for name in ("throughput", "freshness"):
+                run = settings.model_copy(
+                    update={"clicks_topic": f"bench-{name}", "dlq_topic": f"bench-{name}.dlq",
+                            "checkpoint_dir": Path(tmp) / f"checkpoints-{name}"}
+                )  # fmt: skip
+                ensure_topics(run.kafka_bootstrap, {run.clicks_topic: 3, run.dlq_topic: 1})
+                if name == "throughput":
+                    results[name] = throughput(spark, run, args.rows)
+                else:
+                    results[name] = freshness(spark, run, args.rate, args.live_seconds)
+                log.info("%s: %s", name, results[name])
+        finally:
+            spark.stop()
+            native.down(settings)
+    record = {
+        "benchmark": "clickrec stream: Kafka (native broker) -> Spark local[*] -> Redis, both queries",
+        "command": ".venv/bin/python -m bench.stream",
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+        **results,
+    }
+    print(json.dumps(record, indent=2))
+    if not args.no_record:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

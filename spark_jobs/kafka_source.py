@@ -1,0 +1,450 @@
+"""A Kafka streaming source for Spark written with the Python Data Source API.
+
+Spark's built-in Kafka source needs the spark-sql-kafka jar, which cannot be
+fetched here (no Maven repository, see PLATFORM.md), so this source reads Kafka
+with confluent-kafka from Python:
+
+    spark.dataSource.register(KafkaSource)
+    df = (spark.readStream.format("clickrec_kafka")
+          .option("bootstrap", "127.0.0.1:9092").option("topic", "clicks").load())
+
+Options:
+
+- ``bootstrap`` (required): Kafka bootstrap servers.
+- ``topic`` (required): one topic; every partition of it is read.
+- ``startingOffsets``: ``earliest`` (default) or ``latest``; only for a query
+  without a checkpoint. Earliest by default because a clickrec query that starts
+  fresh should process the backlog the replay put in the topic.
+- ``maxRowsPerBatch``: admission control, at most this many rows per micro-batch.
+- ``maxRowsPerPartition``: a partition's offset range is split into Spark tasks
+  of at most this many rows (default 200000) so every core works on a backlog.
+- ``readTimeoutSeconds``: a task fails when its range makes no progress for this
+  long (default 120), e.g. when the broker is gone.
+- ``kafka.<name>``: passed to the confluent-kafka consumers as ``<name>``.
+
+Offsets are ``{"<partition>": next_offset}``. The end of a partition is its
+*true* end found by fetching to PARTITION_EOF, not the listed high watermark
+(tansu lists the base offset of the last record batch + 1, PLATFORM.md quirk 1).
+When a checkpointed offset is past a partition's end (the in-memory broker lost
+its log on a restart) the source warns and resumes that partition from its
+earliest offset instead of waiting forever for offsets that will never come.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadLimit, ReadMaxRows, SupportsTriggerAvailableNow
+from pyspark.sql.types import IntegerType, LongType, StringType, StructField, StructType, TimestampType
+
+logger = logging.getLogger(__name__)
+
+#: What the source returns: the Kafka record with its value (the JSON event) as a string.
+KAFKA_SCHEMA = StructType(
+    [
+        StructField("key", StringType()),
+        StructField("value", StringType()),
+        StructField("topic", StringType()),
+        StructField("partition", IntegerType()),
+        StructField("offset", LongType()),
+        StructField("timestamp", TimestampType()),  # broker/produce time, UTC
+    ]
+)
+#: The Arrow schema `read()` must yield, derived the way Spark checks it (any difference in
+#: type, unit, time zone or nullability fails with DATA_SOURCE_RETURN_SCHEMA_MISMATCH).
+ARROW_SCHEMA: pa.Schema = to_arrow_schema(KAFKA_SCHEMA, timezone="UTC")
+
+DEFAULT_ROWS_PER_PARTITION = 200_000
+Offsets = dict[str, int]
+
+
+@dataclass(frozen=True)
+class KafkaRange(InputPartition):
+    """One Spark task: offsets ``[start, end)`` of one Kafka partition."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+
+def _client_config(bootstrap: str, extra: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap,
+        # Manual assignment only: the group id is never joined or committed to, but required.
+        "group.id": f"clickrec-spark-{uuid.uuid4().hex}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "logger": logging.getLogger("librdkafka"),  # into Python logging, not raw stderr
+        **extra,
+    }
+
+
+def _key(partition: int) -> str:
+    return str(partition)
+
+
+def _sorted(offsets: Mapping[int, int]) -> Offsets:
+    # Always the same key order: Spark compares offsets as JSON text, and a reordered but
+    # equal dict would look like new data and start empty micro-batches.
+    return {_key(p): int(offsets[p]) for p in sorted(offsets)}
+
+
+class _EndProbe:
+    """Finds the true end of each partition with one long-lived consumer (driver side).
+
+    Spark asks for the latest offset at every trigger, so the probe remembers the
+    last end it saw per partition and fetches only from there (or from the listed
+    high watermark when more has been written since): at most the tail record batch
+    is read, never a whole partition.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, extra: Mapping[str, str], timeout: float = 10.0) -> None:
+        self.topic = topic
+        self.timeout = timeout
+        self._known: dict[int, int] = {}
+        self._consumer = Consumer(
+            {
+                **_client_config(bootstrap, extra),
+                # An empty fetch at the end must answer at once, not after the default 500 ms.
+                "fetch.wait.max.ms": 10,
+                "auto.offset.reset": "latest",
+            }
+        )
+
+    def partitions(self) -> list[int]:
+        meta = self._consumer.list_topics(self.topic, timeout=self.timeout).topics.get(self.topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            error = meta.error if meta is not None and meta.error else KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART)
+            raise KafkaException(error)
+        return sorted(meta.partitions)
+
+    def watermarks(self, partition: int) -> tuple[int, int]:
+        """(earliest, listed high) offsets; the listed high may be short of the true end."""
+        low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=self.timeout)
+        return low, high
+
+    def earliest(self, partitions: Sequence[int]) -> dict[int, int]:
+        return {p: self.watermarks(p)[0] for p in partitions}
+
+    def true_ends(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The true log end of each partition (the offset the next record will get)."""
+        listed = {p: self.watermarks(p)[1] for p in partitions}
+        start = {p: max(listed[p], self._known.get(p, 0)) for p in partitions}
+        ends = self._fetch_to_eof(start, timeout=1.0)
+        missing = [p for p in partitions if p not in ends]
+        if missing:
+            # Fetching from a remembered end past the log end gets no EOF (the log was
+            # reset): the listed high watermark is always <= the true end, so retry from there.
+            ends.update(self._fetch_to_eof({p: listed[p] for p in missing}, timeout=self.timeout))
+        missing = [p for p in partitions if p not in ends]
+        if missing:
+            raise TimeoutError(
+                f"topic {self.topic}: partitions {missing} did not report their end within {self.timeout} s"
+            )
+        self._known.update(ends)
+        return ends
+
+    def _fetch_to_eof(self, start: Mapping[int, int], timeout: float) -> dict[int, int]:
+        consumer = self._consumer
+        consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
+        ends: dict[int, int] = {}
+        deadline = time.monotonic() + timeout
+        try:
+            while len(ends) < len(start) and time.monotonic() < deadline:
+                # Short waits: consume() returns early only once num_messages have arrived.
+                for msg in consumer.consume(num_messages=10_000, timeout=0.01):
+                    err = msg.error()
+                    if err is None:
+                        continue  # a record of the tail batch: the EOF that follows carries the end
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        ends[msg.partition()] = msg.offset()
+                    else:
+                        raise KafkaException(err)
+        finally:
+            consumer.unassign()
+        return ends
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
+    """Plans offset ranges in the driver and reads them in the Python workers."""
+
+    def __init__(self, options: Mapping[str, str]) -> None:
+        opts = {k.lower(): v for k, v in options.items()}
+        try:
+            self.bootstrap = opts["bootstrap"]
+            self.topic = opts["topic"]
+        except KeyError as missing:
+            raise ValueError(f"clickrec_kafka: option {missing} is required") from None
+        self.starting = opts.get("startingoffsets", "earliest").lower()
+        if self.starting not in ("earliest", "latest"):
+            raise ValueError(f"clickrec_kafka: startingOffsets must be earliest or latest, not {self.starting!r}")
+        self.max_rows_per_batch = int(opts["maxrowsperbatch"]) if opts.get("maxrowsperbatch") else None
+        if self.max_rows_per_batch is not None and self.max_rows_per_batch < 1:
+            raise ValueError("clickrec_kafka: maxRowsPerBatch must be >= 1")
+        self.rows_per_partition = max(1, int(opts.get("maxrowsperpartition", DEFAULT_ROWS_PER_PARTITION)))
+        self.read_timeout = float(opts.get("readtimeoutseconds", 120))
+        # Original case: librdkafka property names are lower case anyway.
+        self.kafka_config = {k[len("kafka.") :]: v for k, v in options.items() if k.lower().startswith("kafka.")}
+        self._probe: _EndProbe | None = None
+        self._target: dict[int, int] | None = None  # fixed ends under Trigger.AvailableNow
+        self._warned: set[tuple[int, int]] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Spark pickles the reader to the workers for read(): the driver's consumer stays behind.
+        state = self.__dict__.copy()
+        state["_probe"] = None
+        return state
+
+    @property
+    def probe(self) -> _EndProbe:
+        if self._probe is None:
+            self._probe = _EndProbe(self.bootstrap, self.topic, self.kafka_config)
+        return self._probe
+
+    # -- driver side -------------------------------------------------------------------------
+
+    def initialOffset(self) -> Offsets:
+        partitions = self.probe.partitions()
+        if self.starting == "latest":
+            return _sorted(self.probe.true_ends(partitions))
+        return _sorted(self.probe.earliest(partitions))
+
+    def getDefaultReadLimit(self) -> ReadLimit:
+        if self.max_rows_per_batch is None:
+            return ReadAllAvailable()
+        return ReadMaxRows(self.max_rows_per_batch)
+
+    def prepareForTriggerAvailableNow(self) -> None:
+        self._target = self.probe.true_ends(self.probe.partitions())
+        logger.info("topic %s: Trigger.AvailableNow reads up to %s", self.topic, _sorted(self._target))
+
+    def latestOffset(self, start: Offsets, limit: ReadLimit) -> Offsets:
+        partitions = self.probe.partitions()
+        ends = self.probe.true_ends(partitions)
+        if self._target is not None:
+            # Trigger.AvailableNow: nothing written after prepareForTriggerAvailableNow.
+            ends = {p: min(e, self._target[p]) for p, e in ends.items() if p in self._target}
+        dropped = sorted(set(start) - {_key(p) for p in ends})
+        if dropped:
+            logger.warning("topic %s: partitions %s are gone; no longer reading them", self.topic, dropped)
+        begin = self._effective_start(start, ends)
+        available = {p: max(0, ends[p] - begin[p]) for p in ends}
+        if isinstance(limit, ReadMaxRows):
+            take = _share(available, limit.max_rows)
+        else:
+            take = available
+        return _sorted({p: begin[p] + take[p] for p in ends})
+
+    def reportLatestOffset(self) -> Offsets | None:
+        known = self.probe._known
+        return _sorted(known) if known else None
+
+    def partitions(self, start: Offsets, end: Offsets) -> Sequence[KafkaRange]:
+        ends = {int(p): o for p, o in end.items()}
+        begin = self._effective_start(start, ends)
+        # A batch re-planned after a restart may name offsets the broker no longer has (its log
+        # was reset since): reading them would wait forever. Skip such a range; the next
+        # latestOffset() then sees the checkpoint past the log end and resumes from earliest.
+        log_end = self.probe.true_ends(sorted(ends))
+        ranges = []
+        for p in sorted(ends):
+            lo, hi = begin[p], ends[p]
+            if hi > log_end.get(p, hi):
+                logger.warning(
+                    "topic %s partition %d: planned offsets [%d, %d) are past the log end %d "
+                    "(the broker's log was reset?); skipping them",
+                    self.topic, p, lo, hi, log_end[p],
+                )  # fmt: skip
+                continue
+            if hi <= lo:
+                continue
+            # Equal pieces of at most rows_per_partition: 333k rows become 2 x 167k, not 200k + 133k,
+            # so the cores finish together.
+            pieces = -(-(hi - lo) // self.rows_per_partition)
+            size = -(-(hi - lo) // pieces)
+            ranges.extend(KafkaRange(self.topic, p, o, min(o + size, hi)) for o in range(lo, hi, size))
+        return ranges
+
+    def _effective_start(self, start: Offsets, ends: Mapping[int, int]) -> dict[int, int]:
+        """Where each partition really starts: the checkpoint, or earliest if new or past the end."""
+        begin: dict[int, int] = {}
+        need_earliest = []
+        for p, end in ends.items():
+            offset = start.get(_key(p))
+            if offset is None:
+                need_earliest.append(p)  # a partition added since the last batch: read it all
+            elif offset > end:
+                if (p, offset) not in self._warned:
+                    self._warned.add((p, offset))
+                    logger.warning(
+                        "topic %s partition %d: checkpoint offset %d is past the log end %d "
+                        "(the broker's log was reset?); resuming from the earliest offset",
+                        self.topic, p, offset, end,
+                    )  # fmt: skip
+                need_earliest.append(p)
+            else:
+                begin[p] = offset
+        if need_earliest:
+            begin.update(self.probe.earliest(need_earliest))
+        return begin
+
+    def commit(self, end: Offsets) -> None:
+        # Progress lives in Spark's checkpoint; nothing is committed to Kafka.
+        logger.debug("topic %s: batch up to %s committed", self.topic, end)
+
+    def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
+    # -- worker side -------------------------------------------------------------------------
+
+    def read(self, partition: KafkaRange) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
+        """Records ``[start, end)`` of one partition as Arrow batches (runs in a Python worker)."""
+        yield from read_range(partition, self.bootstrap, self.kafka_config, self.read_timeout)
+
+
+def _share(available: Mapping[int, int], budget: int) -> dict[int, int]:
+    """Split ``budget`` rows over partitions in proportion to what each has available."""
+    total = sum(available.values())
+    if total <= budget:
+        return dict(available)
+    take = {p: n * budget // total for p, n in available.items()}
+    left = budget - sum(take.values())
+    # Hand out the rounding remainder (fewer rows than partitions) to the biggest backlogs.
+    for p in sorted(available, key=lambda p: available[p] - take[p], reverse=True):
+        if left == 0:
+            break
+        if available[p] > take[p]:
+            take[p] += 1
+            left -= 1
+    return take
+
+
+def _strings(values: list[bytes | None]) -> pa.Array:
+    # Bytes -> binary -> string is ~30x faster than letting Arrow take Python bytes as strings.
+    array = pa.array(values, pa.binary())
+    try:
+        return array.cast(pa.string())
+    except pa.ArrowInvalid:  # not UTF-8: keep the record, replace the bad bytes
+        return pa.array([None if v is None else v.decode("utf-8", "replace") for v in values], pa.string())
+
+
+def _batch(topic: str, partition: int, keys: list, values: list, offsets: list, stamps: list) -> pa.RecordBatch:
+    n = len(offsets)
+    micros = np.asarray(stamps, dtype=np.int64)
+    missing = micros < 0  # no timestamp (-1)
+    return pa.RecordBatch.from_arrays(
+        [
+            _strings(keys),
+            _strings(values),
+            pa.repeat(pa.scalar(topic, pa.string()), n),
+            pa.array(np.full(n, partition, dtype=np.int32)),
+            pa.array(np.asarray(offsets, dtype=np.int64)),
+            pa.array(micros * 1000, type=pa.timestamp("us", tz="UTC"), mask=missing if missing.any() else None),
+        ],
+        schema=ARROW_SCHEMA,
+    )
+
+
+def read_range(
+    part: KafkaRange, bootstrap: str, extra: Mapping[str, str] | None = None, stall_timeout: float = 120.0
+) -> Iterator[pa.RecordBatch]:
+    """Read offsets ``[part.start, part.end)`` of one partition; stop early, with a warning, if the log ends first."""
+    if part.end <= part.start:
+        return
+    consumer = Consumer(
+        {
+            **_client_config(bootstrap, extra or {}),
+            # Fewer, larger fetches for backlogs; error (not silently jump) if the start is gone.
+            "max.partition.fetch.bytes": 8 * 1024 * 1024,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "auto.offset.reset": "error",
+        }
+    )
+    topic, partition, end = part.topic, part.partition, part.end
+    last = part.start - 1  # the last offset read so far
+    last_progress = time.monotonic()
+    try:
+        consumer.assign([TopicPartition(topic, partition, part.start)])
+        while last < end - 1:
+            msgs = consumer.consume(num_messages=20_000, timeout=0.2)
+            truncated_at = None
+            if msgs and any(m.error() is not None for m in msgs):
+                records = []
+                for msg in msgs:
+                    err = msg.error()
+                    if err is None:
+                        records.append(msg)
+                    elif err.code() == KafkaError._PARTITION_EOF:
+                        if msg.offset() < end:
+                            truncated_at = msg.offset()
+                    elif err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                        truncated_at = last + 1  # the start offset is gone
+                    else:
+                        raise KafkaException(err)
+                msgs = records
+            if msgs:
+                # One partition, in offset order: anything at or past `end` is the tail.
+                offsets = [m.offset() for m in msgs]
+                if offsets[-1] >= end:
+                    cut = bisect.bisect_left(offsets, end)
+                    msgs, offsets = msgs[:cut], offsets[:cut]
+            if msgs:
+                # Comprehensions, not a per-message loop of appends: this is the hot path.
+                keys = [m.key() for m in msgs]
+                values = [m.value() for m in msgs]
+                # -1 when the record has no timestamp (TIMESTAMP_NOT_AVAILABLE): becomes null.
+                stamps = [m.timestamp()[1] for m in msgs]
+                last = offsets[-1]
+                last_progress = time.monotonic()
+                del msgs
+                yield _batch(topic, partition, keys, values, offsets, stamps)
+            if truncated_at is not None and last < end - 1:
+                logger.warning(
+                    "topic %s partition %d: the log ends at %d before the planned end %d "
+                    "(the broker's log was reset?); the rest of this range is skipped",
+                    topic, partition, truncated_at, end,
+                )  # fmt: skip
+                return
+            if time.monotonic() - last_progress > stall_timeout:
+                raise TimeoutError(
+                    f"topic {topic} partition {partition}: no records for {stall_timeout:.0f} s "
+                    f"at offset {last + 1} of [{part.start}, {end}); is the broker up?"
+                )
+    finally:
+        consumer.close()
+
+
+class KafkaSource(DataSource):
+    """``spark.readStream.format("clickrec_kafka")``: a Kafka topic as a stream of records."""
+
+    @classmethod
+    def name(cls) -> str:
+        return "clickrec_kafka"
+
+    def schema(self) -> StructType:
+        return KAFKA_SCHEMA
+
+    def streamReader(self, schema: StructType) -> KafkaStreamReader:
+        return KafkaStreamReader(self.options)
+
+
+def register(spark: Any) -> None:
+    """Make ``format("clickrec_kafka")`` available in ``spark``."""
+    spark.dataSource.register(KafkaSource)
