@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -154,3 +156,35 @@ def test_cli_replay_prints_a_summary_that_adds_up(topics: Settings, tmp_path: Pa
     assert re.search(r"^published\s+2$", result.stdout, re.M), result.stdout
     assert re.search(r"^rejected \(DLQ\)\s+1\b", result.stdout, re.M), result.stdout
     assert len(read_topic(topics.kafka_bootstrap, topics.clicks_topic, timeout=30)) == 2
+
+
+def test_ctrl_c_flushes_what_was_read_and_prints_a_summary(topics: Settings, tmp_path: Path) -> None:
+    path = tmp_path / "slow.csv"
+    rows = [
+        f"2019-10-01 00:{m:02d}:{s:02d} UTC,view,{1000 + i},2053013555631882655,,,10.00,5000000{i % 10},s{i % 10}"
+        for i, (m, s) in enumerate((i // 60, i % 60) for i in range(300))
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    env = {
+        "KAFKA_BOOTSTRAP": topics.kafka_bootstrap,
+        "CLICKS_TOPIC": topics.clicks_topic,
+        "DLQ_TOPIC": topics.dlq_topic,
+        "PATH": str(Path(sys.executable).parent),
+    }
+    # One event a second: the replay is still going when it is interrupted.
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "clickrec"), "replay", str(path), "--speedup", "1", "--no-progress"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(read_topic(topics.kafka_bootstrap, topics.clicks_topic, timeout=30)) < 2:
+        assert time.monotonic() < deadline and process.poll() is None, "the replay published nothing"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stdout
+    published = int(re.search(r"^published\s+([\d,]+)", stdout, re.M).group(1).replace(",", ""))
+    read = int(re.search(r"^rows read\s+([\d,]+)", stdout, re.M).group(1).replace(",", ""))
+    assert 2 <= published == read < 300
+    assert len(read_topic(topics.kafka_bootstrap, topics.clicks_topic, timeout=30)) == published
