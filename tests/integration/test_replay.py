@@ -22,10 +22,7 @@ from tests.services import unique_topic_name
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "opencdp-2019-Oct-head.csv"
-needs_sample = pytest.mark.skipif(
-    not SAMPLE.exists(), reason=f"the real OpenCDP sample is not at {SAMPLE} (it ships beside the repo in CI only)"
-)
+from tests.builders import SAMPLE, needs_sample
 
 
 @pytest.fixture
@@ -43,6 +40,16 @@ def topics(stack: Settings, request: pytest.FixtureRequest) -> Settings:
 
 def _publisher(settings: Settings) -> Publisher:
     return Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic)
+
+
+def _cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `clickrec` child process aimed at this test's broker and topics."""
+    return {
+        "KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "CLICKS_TOPIC": settings.clicks_topic,
+        "DLQ_TOPIC": settings.dlq_topic,
+        "PATH": str(Path(sys.executable).parent),
+    }
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:
@@ -141,12 +148,7 @@ def test_cli_replay_prints_a_summary_that_adds_up(topics: Settings, tmp_path: Pa
         "2019-10-01 00:00:01 UTC,cart,1,2053013555631882655,electronics.smartphone,apple,10.00,500000001,a\r\n"
         "2019-10-01 00:00:02 UTC,view,x,2053013555631882655,,,10.00,500000002,b\r\n"
     )
-    env = {
-        "KAFKA_BOOTSTRAP": topics.kafka_bootstrap,
-        "CLICKS_TOPIC": topics.clicks_topic,
-        "DLQ_TOPIC": topics.dlq_topic,
-        "PATH": str(Path(sys.executable).parent),
-    }
+    env = _cli_env(topics)
     result = subprocess.run(
         [str(Path(sys.executable).parent / "clickrec"), "replay", str(path), "--no-progress"],
         env=env, capture_output=True, text=True, timeout=120,
@@ -165,12 +167,7 @@ def test_ctrl_c_flushes_what_was_read_and_prints_a_summary(topics: Settings, tmp
         for i, (m, s) in enumerate((i // 60, i % 60) for i in range(300))
     ]
     path.write_text("\n".join(rows) + "\n")
-    env = {
-        "KAFKA_BOOTSTRAP": topics.kafka_bootstrap,
-        "CLICKS_TOPIC": topics.clicks_topic,
-        "DLQ_TOPIC": topics.dlq_topic,
-        "PATH": str(Path(sys.executable).parent),
-    }
+    env = _cli_env(topics)
     # One event a second: the replay is still going when it is interrupted.
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "clickrec"), "replay", str(path), "--speedup", "1", "--no-progress"],

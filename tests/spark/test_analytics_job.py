@@ -13,7 +13,7 @@ from feature_store.artifacts import open_artifacts
 from feature_store.settings import Settings
 from spark_jobs.analytics import job
 
-SAMPLE = Path("/work/shared/data/opencdp-2019-Oct-head.csv")
+from tests.builders import SAMPLE
 needs_sample = pytest.mark.skipif(
     not SAMPLE.exists(), reason=f"the real OpenCDP sample {SAMPLE} is not on this machine (third-party data, not in the repo)"
 )

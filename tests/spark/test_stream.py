@@ -22,10 +22,7 @@ from tests.services import unique_topic_name
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "opencdp-2019-Oct-head.csv"
-needs_sample = pytest.mark.skipif(
-    not SAMPLE.exists(), reason=f"the real OpenCDP sample is not at {SAMPLE} (it ships beside the repo in CI only)"
-)
+from tests.builders import SAMPLE, needs_sample
 
 
 @pytest.fixture
@@ -50,9 +47,13 @@ def _replay(settings: Settings, **options) -> None:
     replay(SAMPLE, publisher, ReplayOptions(progress=False, rebase_time="now", **options))
 
 
-def _catch_up(queries) -> None:
-    for query in queries:
-        query.processAllAvailable()
+def _catch_up_and_stop(queries) -> None:
+    try:
+        for query in queries:
+            query.processAllAvailable()
+    finally:
+        for query in queries:
+            query.stop()
 
 
 def _same(expected, got) -> bool:
@@ -99,11 +100,7 @@ def assert_online_equals_offline(spark, settings: Settings) -> dict[str, int]:
 def test_redis_holds_exactly_the_batch_recomputation(spark, settings: Settings) -> None:
     _replay(settings)
     queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
-    try:
-        _catch_up(queries)
-    finally:
-        for query in queries:
-            query.stop()
+    _catch_up_and_stop(queries)
     assert Lake(settings.lake_url, settings).read().num_rows > 17_000
     checked = assert_online_equals_offline(spark, settings)
     assert checked["session"] == 5_066  # every session of the sample
@@ -123,9 +120,5 @@ def test_a_restart_from_the_checkpoint_loses_nothing_and_counts_nothing_twice(sp
         query.stop()
     _replay(settings, skip=9_000)
     queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
-    try:
-        _catch_up(queries)
-    finally:
-        for query in queries:
-            query.stop()
+    _catch_up_and_stop(queries)
     assert_online_equals_offline(spark, settings)

@@ -17,29 +17,12 @@ from pydantic import ValidationError
 
 from producer.encode import EncodedBatch, encode_batch
 from producer.events import CSV_COLUMNS, ClickEvent, EventSource, EventType, rejection_reason
-
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-SAMPLE = DATA / "opencdp-2019-Oct-head.csv"
-
-GOOD = {
-    "event_time": "2019-10-01 00:00:00 UTC",
-    "event_type": "view",
-    "product_id": "44600062",
-    "category_id": "2103807459595387724",
-    "category_code": "appliances.environment.water_heater",
-    "brand": "shiseido",
-    "price": "35.79",
-    "user_id": "541312140",
-    "user_session": "72d76fde-8bb3-4e00-8c23-a032dfed738c",
-}
+from tests.builders import GOOD_ROW as GOOD
+from tests.builders import SAMPLE, csv_row
 
 
 def row(**overrides: str) -> list[str]:
-    """The nine CSV strings of a valid row, with some fields replaced."""
-    unknown = set(overrides) - set(CSV_COLUMNS)
-    assert not unknown, f"not CSV columns: {unknown}"
-    values = {**GOOD, **overrides}
-    return [values[c] for c in CSV_COLUMNS]
+    return csv_row(**overrides)
 
 
 def table_of(rows: list[list[str]]) -> pa.Table:

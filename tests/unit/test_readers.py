@@ -13,8 +13,7 @@ from producer.encode import encode_batch
 from producer.events import CSV_COLUMNS, ClickEvent
 from producer.readers import MalformedRow, RawBatch, detect_format, read_batches
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-SAMPLE = DATA / "opencdp-2019-Oct-head.csv"
+from tests.builders import SAMPLE
 
 HEADER = ",".join(CSV_COLUMNS)
 ELECTRONICS_HEADER = "event_time,order_id,product_id,category_id,category_code,brand,price,user_id"
