@@ -17,6 +17,7 @@ import logging
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per size (the median is recorded)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not update the results file")
     args = parser.parse_args()
+    # A SIGTERM (timeout, kill) still runs the `finally` blocks that stop the private stack.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     source = synthetic_file(max(args.sizes), PROJECT_ROOT / "data" / "bench")

@@ -21,7 +21,9 @@ import json
 import logging
 import os
 import platform
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -151,6 +153,8 @@ def main() -> None:
     parser.add_argument("--live-seconds", type=float, default=60, help="length of the freshness run")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    # A SIGTERM (timeout, kill) still runs the `finally` blocks that stop the private stack.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
