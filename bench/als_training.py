@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -133,10 +134,15 @@ def child(name: str) -> dict:
 def run_child(name: str, timeout: float) -> dict:
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
+    # Own process group: on a timeout the child AND its Spark JVM (a grandchild) are stopped together.
+    proc = subprocess.Popen([sys.executable, "-m", "bench.als_training", "--child", name], env=env, cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
-        out = subprocess.run([sys.executable, "-m", "bench.als_training", "--child", name], env=env, cwd=PROJECT_ROOT,
-                             capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+        stdout, stderr = proc.communicate(timeout=timeout)
+        out = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         engine, users, items, nnz = SCALES[name]
         return {"name": name, "engine": engine, "users": users, "items": items, "nnz": nnz,
                 "status": f"not finished within {timeout / 60:.0f} min (stopped)"}  # fmt: skip

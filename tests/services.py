@@ -73,6 +73,7 @@ def native_settings(run_dir: Path, **overrides: object) -> Settings:
         "data_dir": run_dir / "data",
         "artifacts_url": f"file://{run_dir / 'data' / 'artifacts'}",
         "lake_url": f"file://{run_dir / 'data' / 'lake'}",
+        "checkpoint_dir": run_dir / "data" / "checkpoints",
     }
     return Settings(_env_file=None, **{**values, **overrides})
 
