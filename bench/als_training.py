@@ -158,7 +158,6 @@ def quality(users: int, days: int) -> dict:
     """The temporal evaluation on synthetic data with the generator defaults (both engines and baselines)."""
     import tempfile
 
-    from feature_store.lake import load_events
     from feature_store.settings import Settings
     from producer.synth import SynthConfig, write_synthetic_csv
     from spark_jobs.evaluation.report import run_evaluation
@@ -168,7 +167,6 @@ def quality(users: int, days: int) -> dict:
         write_synthetic_csv(csv, SynthConfig(users=users, days=days, seed=42), progress=False)
         settings = Settings(_env_file=None, artifacts_url=f"file://{tmp}/artifacts", lake_url=f"file://{tmp}/lake",
                             spark_master="local[2]")  # fmt: skip
-        del load_events
         report = run_evaluation(settings, from_csv=csv, store=False)
     return {"users": users, "days": days, "table": report.text,
             "temporal": report.metrics["temporal"], "sessions": report.metrics["sessions"]}  # fmt: skip

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from spark_jobs.candidates.bots import BotRule, detect_bots
 from spark_jobs.candidates.item_item import ItemItemParams, item_neighbours
 from spark_jobs.evaluation.metrics import hit_rate_at_k, ndcg_at_k
-from spark_jobs.evaluation.temporal import _lists_from_scores, default_test_day
+from spark_jobs.evaluation.temporal import lists_from_scores, default_test_day
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def evaluate_sessions(events: pa.Table, dataset: str, params: SessionParams = Se
     query = sp.csr_matrix((np.array(vals, np.float32), (rows, cols)), shape=(len(tests), max(len(nb.item_ids), 1)))
     if len(nb.item_ids):
         scores = nb.score_items(query)
-        knn_lists = _lists_from_scores(scores, nb.item_ids, k, fill)
+        knn_lists = lists_from_scores(scores, nb.item_ids, k, fill)
     else:
         knn_lists = [fill[:k]] * len(tests)
     targets = [{seq[-1]} for seq in tests]

@@ -104,7 +104,7 @@ def relevant_sets(test: pa.Table, interactions: Interactions, params: CandidateP
     return index[starts], [set(items[a:b].tolist()) for a, b in zip(starts, ends)]
 
 
-def _lists_from_scores(scores: sp.csr_matrix, item_ids: np.ndarray, k: int, fill: Sequence[int]) -> list[list[int]]:
+def lists_from_scores(scores: sp.csr_matrix, item_ids: np.ndarray, k: int, fill: Sequence[int]) -> list[list[int]]:
     """Top-k item ids per row of a sparse score matrix, padded with `fill` (popular) where short."""
     out = []
     for row in range(scores.shape[0]):
@@ -177,7 +177,7 @@ def evaluate_temporal(
             lists = [fill[:k]] * len(users)
             note = "most viewed (distinct users), last 7 days"
         elif name == "history":
-            lists = _lists_from_scores(interactions.matrix[users], interactions.item_ids, k, fill)
+            lists = lists_from_scores(interactions.matrix[users], interactions.item_ids, k, fill)
             note = "user's own items by decayed weight, popular fill"
         elif name == "item_knn":
             nb = item_neighbours(humans, "also_viewed", params.item_item)
@@ -186,7 +186,7 @@ def evaluate_temporal(
             remap = sp.csr_matrix((np.ones(ok.sum(), np.float32), (np.flatnonzero(ok), cols[ok])),
                                   shape=(catalogue, len(nb.item_ids)))  # fmt: skip
             history = (interactions.matrix[users] @ remap).tocsr()
-            lists = _lists_from_scores(nb.score_items(history), nb.item_ids, k, fill)
+            lists = lists_from_scores(nb.score_items(history), nb.item_ids, k, fill)
             note = f"also-viewed cosine, top-{params.item_item.top_k} neighbours, popular fill"
         elif name == "implicit":
             model = train_implicit(interactions.matrix, params.als, progress=False)
