@@ -41,8 +41,11 @@ SCALES: dict[str, tuple[str, int, int, int]] = {
     "implicit-10m": ("implicit", 1_000_000, 100_000, 10_000_000),
     "spark-10m": ("spark", 1_000_000, 100_000, 10_000_000),
     "implicit-october": ("implicit", 3_000_000, 167_000, 20_000_000),
+    "implicit-october-10it": ("implicit", 3_000_000, 167_000, 20_000_000),
 }
 FACTORS, ITERATIONS, REGULARIZATION, ALPHA, THREADS = 64, 15, 0.05, 10.0, 2
+#: runs that differ from the common parameters
+ITERATIONS_OVERRIDE = {"implicit-october-10it": 10}
 
 
 def synthetic_matrix(users: int, items: int, nnz: int, seed: int = 0):
@@ -86,10 +89,11 @@ def child(name: str) -> dict:
     from spark_jobs.candidates.als_implicit import ALSParams, train_implicit
 
     engine, users, items, nnz = SCALES[name]
+    iterations = ITERATIONS_OVERRIDE.get(name, ITERATIONS)
     t = time.perf_counter()
     matrix = synthetic_matrix(users, items, nnz)
     gen_seconds = time.perf_counter() - t
-    params = ALSParams(factors=FACTORS, iterations=ITERATIONS, regularization=REGULARIZATION, alpha=ALPHA,
+    params = ALSParams(factors=FACTORS, iterations=iterations, regularization=REGULARIZATION, alpha=ALPHA,
                        num_threads=THREADS)  # fmt: skip
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     jvm_kb = 0
@@ -121,9 +125,9 @@ def child(name: str) -> dict:
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "name": name, "engine": engine, "users": users, "items": items, "nnz": int(matrix.nnz),
-        "factors": FACTORS, "iterations": ITERATIONS, "threads": THREADS,
+        "factors": FACTORS, "iterations": iterations, "threads": THREADS,
         "train_seconds": round(seconds, 1),
-        "seconds_per_iteration_per_million_nnz": round(seconds / ITERATIONS / (matrix.nnz / 1e6), 3),
+        "seconds_per_iteration_per_million_nnz": round(seconds / iterations / (matrix.nnz / 1e6), 3),
         "matrix_generation_seconds": round(gen_seconds, 1),
         "python_peak_rss_mb": round(self_kb / 1024), "python_rss_before_training_mb": round(rss_before / 1024),
         "peak_rss_mb": round((self_kb + jvm_kb) / 1024),
@@ -173,11 +177,12 @@ def quality(users: int, days: int) -> dict:
 
 
 def markdown(runs: list[dict]) -> str:
-    lines = ["| run | engine | users x items | non-zeros | train (s) | s / iteration / 1M nnz | peak RSS (MB) | status |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    lines = ["| run | engine | users x items | non-zeros | iterations | train (s) | s / iteration / 1M nnz | peak RSS (MB) | status |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
     for r in runs:
         lines.append(
             f"| {r['name']} | {r.get('engine', '')} | {r.get('users', 0):,} x {r.get('items', 0):,} | {r.get('nnz', 0):,} | "
+            f"{r.get('iterations', ITERATIONS_OVERRIDE.get(r['name'], ITERATIONS))} | "
             f"{r.get('train_seconds', '-')} | {r.get('seconds_per_iteration_per_million_nnz', '-')} | "
             f"{r.get('peak_rss_mb', '-')} | {r['status']} |"
         )
