@@ -26,7 +26,7 @@ def candidates_command(
     from_csv: Annotated[Optional[Path], typer.Option("--from-csv", help="Read events from this click CSV instead of the lake.")] = None,
     top_n: Annotated[int, typer.Option(min=1, help="Candidates per user.")] = 200,
     factors: Annotated[int, typer.Option(min=1, help="ALS latent factors.")] = 64,
-    iterations: Annotated[int, typer.Option(min=1, help="ALS iterations.")] = 15,
+    iterations: Annotated[int, typer.Option(min=1, help="ALS iterations.")] = 10,
     regularization: Annotated[float, typer.Option(min=0.0, help="ALS L2 regularization.")] = 0.05,
     alpha: Annotated[float, typer.Option(min=0.0, help="Confidence = 1 + alpha * weight.")] = 10.0,
     threads: Annotated[int, typer.Option(min=0, help="implicit's threads (0 = all cores); BLAS stays at 1.")] = 2,
