@@ -70,8 +70,11 @@ synth: install ## Write a synthetic OpenCDP CSV: make synth OUT=data/synth.csv [
 test: install ## Run the whole test suite (starts its own services on free ports)
 	$(BIN)/pytest
 
-bench: install ## Run the benchmarks in bench/ and record their results
+bench: install ## Run every benchmark in bench/ and record its results (long: about an hour)
 	$(BIN)/python -m bench.replay_throughput
+	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.als_training
+	$(BIN)/python -m bench.analytics
 
 clean: down ## Stop the stack and remove generated data, logs and the virtualenv
 	rm -rf .run data $(VENV)
