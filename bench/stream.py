@@ -53,16 +53,10 @@ def synthetic_backlog(rows: int) -> Path:
 
 
 def throughput(spark, settings: Settings, rows: int) -> dict:
-    publisher = Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic)
+    publisher = Publisher.from_settings(settings)
     summary = replay(synthetic_backlog(rows), publisher, ReplayOptions(limit=rows, rebase_time="now", progress=False))
     started = time.perf_counter()
-    queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=1.0))
-    try:
-        for query in queries:
-            query.processAllAvailable()
-    finally:
-        for query in queries:
-            query.stop()
+    stream.run_to_end(stream.start(spark, settings, stream.StreamOptions(trigger_seconds=1.0)))
     seconds = time.perf_counter() - started
     return {"events": summary.published, "seconds": round(seconds, 1), "events_per_s": round(summary.published / seconds)}
 
@@ -77,8 +71,7 @@ def _probe_event(user_id: int, serial: int) -> ClickEvent:
 
 def freshness(spark, settings: Settings, rate: int, seconds: float) -> dict:
     store = OnlineStore.from_url(settings.redis_url)
-    publisher = Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic,
-                          **{"linger.ms": 5})  # fmt: skip
+    publisher = Publisher.from_settings(settings, **{"linger.ms": 5})  # fmt: skip
     queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=1.0))
     pending: dict[int, float] = {}
     latencies: list[float] = []

@@ -17,6 +17,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from feature_store.settings import Settings
+
 log = logging.getLogger(__name__)
 
 #: Throughput-oriented defaults; acks=all so "published" means stored by the broker.
@@ -64,6 +66,11 @@ class Publisher:
             "logger": logging.getLogger("librdkafka"),  # into our logs, not raw stderr
         }
         self._producer = Producer(settings)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **config: Any) -> Publisher:
+        """The publisher for the settings' broker, clicks topic and dead-letter topic."""
+        return cls(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic, **config)
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:

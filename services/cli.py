@@ -56,7 +56,7 @@ def _publisher(settings: Settings):
     from producer.topics import ensure_topics
 
     ensure_topics(settings.kafka_bootstrap, {settings.clicks_topic: settings.topic_partitions, settings.dlq_topic: 1})
-    return Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic)
+    return Publisher.from_settings(settings)
 
 
 @app.command()

@@ -188,6 +188,16 @@ def start(spark: SparkSession, settings: Settings, options: StreamOptions = Stre
     return [window_query, event_query]
 
 
+def run_to_end(queries: list) -> None:
+    """Process everything the topic holds now, then stop the queries (tests and benchmarks)."""
+    try:
+        for query in queries:
+            query.processAllAvailable()
+    finally:
+        for query in queries:
+            query.stop()
+
+
 def run(settings: Settings, options: StreamOptions = StreamOptions()) -> None:
     """`clickrec stream`: run until interrupted (or until a query fails, which is raised)."""
     logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per Spark callback otherwise

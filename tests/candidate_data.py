@@ -55,3 +55,19 @@ def planted_clusters(
             for item in picks[per_user:]:
                 test.append({"user": user, "product": int(item), "at": 86_400 * 2 + u, "session": f"t{user}"})
     return events(train), events(test)
+
+
+def recall_of(model, interactions, test: pa.Table, k: int = 20) -> float:
+    """Recall@k of `model`'s top-k (seen items excluded) against the users' `test` items."""
+    from spark_jobs.candidates.als_implicit import recommend_top_n
+    from spark_jobs.evaluation.metrics import evaluate_lists
+
+    truth: dict[int, set] = {}
+    for row in test.to_pylist():
+        truth.setdefault(row["user_id"], set()).add(row["product_id"])
+    users = interactions.user_index(list(truth))
+    u, i, _ = recommend_top_n(model, k, seen=interactions.matrix, users=users, progress=False, num_threads=1)
+    lists = {int(x): [] for x in users}
+    for uu, ii in zip(u.tolist(), interactions.item_ids[i].tolist()):
+        lists[uu].append(ii)
+    return evaluate_lists([lists[int(x)] for x in users], list(truth.values()), k)[f"recall@{k}"]

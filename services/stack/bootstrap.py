@@ -54,7 +54,7 @@ def seed_demo_data(settings: Settings) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         log.info("generating demo data: %d users over %d days -> %s", settings.demo_users, settings.demo_days, path)
         write_synthetic_csv(path, SynthConfig(users=settings.demo_users, days=settings.demo_days))
-    publisher = Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic)
+    publisher = Publisher.from_settings(settings)
     summary = replay(path, publisher, ReplayOptions(rebase_time="now"))
     return f"demo data: replayed {summary.published:,} events from {path} ({summary.rate:,.0f} events/s)"
 

@@ -39,7 +39,7 @@ def topics(stack: Settings, request: pytest.FixtureRequest) -> Settings:
 
 
 def _publisher(settings: Settings) -> Publisher:
-    return Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic)
+    return Publisher.from_settings(settings)
 
 
 def _cli_env(settings: Settings) -> dict[str, str]:

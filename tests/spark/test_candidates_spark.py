@@ -5,32 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from pyspark.sql import SparkSession
 
 from feature_store.artifacts import open_artifacts
 from feature_store.settings import Settings
 from producer.synth import SynthConfig, write_synthetic_csv
-from spark_jobs.candidates.als_implicit import ALSParams, FactorModel, recommend_top_n
+from spark_jobs.candidates.als_implicit import ALSParams, FactorModel
 from spark_jobs.candidates.als_spark import train_spark
 from spark_jobs.candidates.interactions import InteractionParams, build_interactions
 from spark_jobs.candidates.job import FILES, CandidateParams, train_candidates
-from spark_jobs.evaluation.metrics import evaluate_lists
-from tests.candidate_data import planted_clusters
+from tests.candidate_data import planted_clusters, recall_of
 
 SMALL_ALS = ALSParams(factors=16, iterations=5, regularization=0.01, alpha=10.0, num_threads=1)
-
-
-def _recall(model: FactorModel, inter, test, k: int = 20) -> float:
-    truth: dict[int, set] = {}
-    for row in test.to_pylist():
-        truth.setdefault(row["user_id"], set()).add(row["product_id"])
-    users = inter.user_index(list(truth))
-    u, i, _ = recommend_top_n(model, k, seen=inter.matrix, users=users, progress=False, num_threads=1)
-    lists = {int(x): [] for x in users}
-    for uu, ii in zip(u.tolist(), inter.item_ids[i].tolist()):
-        lists[uu].append(ii)
-    return evaluate_lists([lists[int(x)] for x in users], list(truth.values()), k)[f"recall@{k}"]
 
 
 def test_spark_als_recovers_planted_clusters_better_than_popularity(spark: SparkSession) -> None:
@@ -41,7 +27,7 @@ def test_spark_als_recovers_planted_clusters_better_than_popularity(spark: Spark
     assert np.abs(model.item_factors).sum() > 0
     counts = np.asarray((inter.matrix > 0).sum(axis=0)).ravel()
     popular = FactorModel(np.ones((inter.shape[0], 1), np.float32), counts.reshape(-1, 1).astype(np.float32))
-    als_recall, pop_recall = _recall(model, inter, test), _recall(popular, inter, test)
+    als_recall, pop_recall = recall_of(model, inter, test), recall_of(popular, inter, test)
     assert als_recall > pop_recall + 0.3, (als_recall, pop_recall)
 
 

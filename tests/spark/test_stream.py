@@ -43,17 +43,8 @@ def settings(stack: Settings, tmp_path: Path, request: pytest.FixtureRequest) ->
 
 
 def _replay(settings: Settings, **options) -> None:
-    publisher = Publisher(settings.kafka_bootstrap, clicks_topic=settings.clicks_topic, dlq_topic=settings.dlq_topic)
+    publisher = Publisher.from_settings(settings)
     replay(SAMPLE, publisher, ReplayOptions(progress=False, rebase_time="now", **options))
-
-
-def _catch_up_and_stop(queries) -> None:
-    try:
-        for query in queries:
-            query.processAllAvailable()
-    finally:
-        for query in queries:
-            query.stop()
 
 
 def _same(expected, got) -> bool:
@@ -100,7 +91,7 @@ def assert_online_equals_offline(spark, settings: Settings) -> dict[str, int]:
 def test_redis_holds_exactly_the_batch_recomputation(spark, settings: Settings) -> None:
     _replay(settings)
     queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
-    _catch_up_and_stop(queries)
+    stream.run_to_end(queries)
     assert Lake(settings.lake_url, settings).read().num_rows > 17_000
     checked = assert_online_equals_offline(spark, settings)
     assert checked["session"] == 5_066  # every session of the sample
@@ -120,5 +111,5 @@ def test_a_restart_from_the_checkpoint_loses_nothing_and_counts_nothing_twice(sp
         query.stop()
     _replay(settings, skip=9_000)
     queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
-    _catch_up_and_stop(queries)
+    stream.run_to_end(queries)
     assert_online_equals_offline(spark, settings)

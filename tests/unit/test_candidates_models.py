@@ -14,10 +14,9 @@ from spark_jobs.candidates.interactions import InteractionParams, build_interact
 from spark_jobs.candidates.item_item import ItemItemParams, item_neighbours
 from spark_jobs.candidates.job import CandidateParams
 from spark_jobs.candidates.popular import PopularParams, popular_lists
-from spark_jobs.evaluation.metrics import evaluate_lists
 from spark_jobs.evaluation.sessions import SessionParams, evaluate_sessions, session_sequences
 from spark_jobs.evaluation.temporal import evaluate_temporal, split_by_day
-from tests.candidate_data import T0, events, planted_clusters
+from tests.candidate_data import T0, events, planted_clusters, recall_of
 
 SMALL_ALS = ALSParams(factors=16, iterations=10, regularization=0.05, alpha=10.0, num_threads=1)
 
@@ -74,27 +73,15 @@ def test_popular_windows_and_categories() -> None:
     assert lists[0]["category_id"] is None  # global lists come first
 
 
-def _recall(model: FactorModel, inter, test: pa.Table, k: int = 20) -> float:
-    truth: dict[int, set] = {}
-    for row in test.to_pylist():
-        truth.setdefault(row["user_id"], set()).add(row["product_id"])
-    users = inter.user_index(list(truth))
-    u, i, _ = recommend_top_n(model, k, seen=inter.matrix, users=users, progress=False, num_threads=1)
-    lists = {int(x): [] for x in users}
-    for uu, ii in zip(u.tolist(), inter.item_ids[i].tolist()):
-        lists[uu].append(ii)
-    return evaluate_lists([lists[int(x)] for x in users], list(truth.values()), k)[f"recall@{k}"]
-
-
 def test_implicit_als_recovers_planted_clusters_better_than_popularity() -> None:
     train, test = planted_clusters()
     inter = build_interactions(train, InteractionParams(half_life_days=None, bot_rule=None))
     model = train_implicit(inter.matrix, SMALL_ALS, progress=False)
-    als_recall = _recall(model, inter, test)
+    als_recall = recall_of(model, inter, test)
     # popularity: the 20 most interacted items, minus what each user has seen (same protocol)
     counts = np.asarray((inter.matrix > 0).sum(axis=0)).ravel()
     pop_model = FactorModel(np.ones((inter.shape[0], 1), np.float32), counts.reshape(-1, 1).astype(np.float32))
-    pop_recall = _recall(pop_model, inter, test)
+    pop_recall = recall_of(pop_model, inter, test)
     assert als_recall > 0.5, als_recall  # 18 unseen cluster items, 20 slots
     assert als_recall > pop_recall + 0.3, (als_recall, pop_recall)
 

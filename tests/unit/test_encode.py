@@ -6,7 +6,6 @@ import csv
 import json
 import math
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -17,7 +16,6 @@ from pydantic import ValidationError
 
 from producer.encode import EncodedBatch, encode_batch
 from producer.events import CSV_COLUMNS, ClickEvent, EventSource, EventType, rejection_reason
-from tests.builders import GOOD_ROW as GOOD
 from tests.builders import SAMPLE, csv_row
 
 

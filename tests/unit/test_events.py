@@ -18,7 +18,6 @@ from producer.events import (
     new_event_id,
     rejection_reason,
 )
-from tests.builders import GOOD_ROW as GOOD
 from tests.builders import csv_row
 
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
