@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DOCKER := $(shell docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 && echo yes)
 CLICKREC := $(BIN)/clickrec
 
-.PHONY: help install up down status test replay synth bench clean system-deps
+.PHONY: help install up down status demo test replay synth bench clean system-deps
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,6 +59,12 @@ ifeq ($(DOCKER),yes)
 else
 	$(CLICKREC) status
 endif
+
+SAMPLE := ../shared/data/opencdp-2019-Oct-head.csv
+demo: up ## Replay a dataset into the running stack as if live: the real sample if beside the repo, else synthetic
+	@if [ -f "$(SAMPLE)" ]; then $(CLICKREC) replay "$(SAMPLE)" --rebase-time now; \
+	else $(CLICKREC) synth -o data/demo/synth-demo.csv --users 2000 --days 1 && \
+	     $(CLICKREC) replay data/demo/synth-demo.csv --rebase-time now; fi
 
 replay: install ## Replay a click CSV into Kafka: make replay FILE=path.csv [ARGS="--rebase-time now"]
 	@[ -n "$(FILE)" ] || { echo "usage: make replay FILE=path/to/2019-Oct.csv [ARGS='--rebase-time now --speedup 60']"; exit 2; }
