@@ -93,7 +93,7 @@ def evaluate_command(
     k: Annotated[int, typer.Option(min=1, help="Cut-off of the ranking metrics.")] = 20,
     engines: Annotated[str, typer.Option(help="Models to compare, comma-separated: popular,history,item_knn,implicit,spark.")] = "popular,history,item_knn,implicit,spark",
     sessions_csv: Annotated[
-        Optional[Path], typer.Option(help="Also run the session protocol on this CSV (default: the real OpenCDP sample when present).")
+        Optional[Path], typer.Option(help="Also run the session protocol on this CSV, e.g. the real OpenCDP sample (../shared/data/opencdp-2019-Oct-head.csv).")
     ] = None,
     bot_ids: Annotated[Optional[Path], typer.Option(help="File with user ids to exclude as bots, one per line.")] = None,
     store: Annotated[bool, typer.Option(help="Store the metrics as a new `evaluation` artifact version.")] = True,
