@@ -15,6 +15,7 @@ Files of a version:
 | user_candidates.parquet | user_id, product_id, score, rank |
 | item_neighbours.parquet | product_id, neighbour_id, score, rank, kind (also_viewed / also_bought) |
 | popular.parquet | window_days, metric, category_id (null = all), category_code, product_id, users, events, rank |
+| products.parquet | product_id, category_id, category_code, brand, price (latest), views, carts, purchases, users |
 | user_index.parquet / item_index.parquet | user_index -> user_id / item_index -> product_id |
 | user_factors.parquet / item_factors.parquet | index, factors (fixed-size list of float32) |
 | manifest.json | data range, parameters, engine, row counts, metrics, timings |
@@ -38,6 +39,7 @@ import pyarrow.compute as pc
 from feature_store.artifacts import Artifacts, open_artifacts
 from feature_store.lake import load_events
 from feature_store.settings import Settings
+from spark_jobs.candidates.catalogue import product_catalogue
 from spark_jobs.candidates.als_implicit import ALSParams, FactorModel, recommend_top_n, train_implicit
 from spark_jobs.candidates.interactions import InteractionParams, Interactions, build_interactions
 from spark_jobs.candidates.item_item import ItemItemParams, item_neighbours
@@ -53,6 +55,7 @@ FILES = (
     "user_candidates.parquet",
     "item_neighbours.parquet",
     "popular.parquet",
+    "products.parquet",
     "user_index.parquet",
     "item_index.parquet",
     "user_factors.parquet",
@@ -182,6 +185,7 @@ def run_candidates(
 
     t = time.perf_counter()
     popular = popular_lists(humans, params.popular)
+    catalogue = product_catalogue(humans)
     timed("popular", t)
 
     users_map, items_map = interactions.mapping_tables()
@@ -203,6 +207,7 @@ def run_candidates(
             if user_table.num_rows else 0,
             "item_neighbours": {"also_viewed": viewed.similarity.nnz, "also_bought": bought.similarity.nnz},
             "popular": popular.num_rows,
+            "products": catalogue.num_rows,
         },
         "metrics": {
             "candidate_catalogue_coverage": round(listed_items / max(interactions.shape[1], 1), 4),
@@ -218,6 +223,7 @@ def run_candidates(
         version.put_table("user_candidates.parquet", user_table)
         version.put_table("item_neighbours.parquet", neighbours)
         version.put_table("popular.parquet", popular)
+        version.put_table("products.parquet", catalogue)
         version.put_table("user_index.parquet", users_map)
         version.put_table("item_index.parquet", items_map)
         version.put_table("user_factors.parquet", user_factors)

@@ -1,0 +1,56 @@
+"""The product catalogue: what the data says about each product, for reasons, filters and ranker features.
+
+The click files carry no product names; a product is known by its category,
+brand and price as seen in its events. Each product gets its latest non-blank
+category and brand, its latest price, and its view / cart / purchase counts and
+distinct users over the whole data (bots are excluded by the caller).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CATALOGUE_SCHEMA = pa.schema([
+    ("product_id", pa.int64()),
+    ("category_id", pa.int64()),
+    ("category_code", pa.string()),
+    ("brand", pa.string()),
+    ("price", pa.float64()),
+    ("views", pa.int64()),
+    ("carts", pa.int64()),
+    ("purchases", pa.int64()),
+    ("users", pa.int64()),
+])  # fmt: skip
+
+
+def _latest_valid(events: pa.Table, column: str) -> pa.Table:
+    """product_id -> the column's value in the product's latest event where it is not null."""
+    rows = events.select(["product_id", "event_time", column]).filter(pc.is_valid(events[column]))
+    if column in ("category_code", "brand"):
+        rows = rows.filter(pc.not_equal(rows[column], ""))
+    rows = rows.sort_by([("product_id", "ascending"), ("event_time", "descending")])
+    if rows.num_rows == 0:
+        return pa.table({"product_id": pa.array([], pa.int64()), column: pa.array([], events.schema.field(column).type)})
+    ids = rows["product_id"].to_numpy()
+    first = pc.indices_nonzero(pa.array(ids[1:] != ids[:-1])).to_numpy() + 1
+    take = np.r_[0, first]
+    return rows.take(pa.array(take)).select(["product_id", column])
+
+
+def product_catalogue(events: pa.Table) -> pa.Table:
+    """One row per product in `events` (`CATALOGUE_SCHEMA`), sorted by product_id."""
+    if events.num_rows == 0:
+        return CATALOGUE_SCHEMA.empty_table()
+    counts = events.select(["product_id", "user_id"]).group_by("product_id").aggregate(
+        [("user_id", "count_distinct")]
+    ).rename_columns(["product_id", "users"])
+    for event_type, name in (("view", "views"), ("cart", "carts"), ("purchase", "purchases")):
+        typed = events.filter(pc.equal(events["event_type"], event_type)).select(["product_id"])
+        per = typed.group_by("product_id").aggregate([("product_id", "count")]).rename_columns(["product_id", name])
+        counts = counts.join(per, "product_id", join_type="left outer")
+        counts = counts.set_column(counts.schema.get_field_index(name), name, pc.fill_null(counts[name], 0))
+    for column in ("category_id", "category_code", "brand", "price"):
+        counts = counts.join(_latest_valid(events, column), "product_id", join_type="left outer")
+    return counts.select(CATALOGUE_SCHEMA.names).cast(CATALOGUE_SCHEMA).sort_by("product_id")
