@@ -50,6 +50,7 @@ class Dtype(StrEnum):
     STRING = "string"
     TIMESTAMP = "timestamp"  # epoch seconds (float) in the store
     INT_LIST = "int_list"  # comma-separated in the store
+    JSON = "json"  # a small mapping (id -> number), JSON text in the store
 
 
 class Agg(StrEnum):
@@ -83,6 +84,7 @@ class Window(StrEnum):
     SLIDING = "sliding"
     SESSION = "session"  # the whole session, no window
     TUMBLING = "tumbling"
+    BATCH = "batch"  # one key per entity, written by a batch job (no window)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,9 +247,50 @@ PRODUCT_1D = FeatureGroup(
     features=_product_counts(),
 )
 
-#: Every group, in the order the stream writes them.
+USER_PROFILE = FeatureGroup(
+    name="user_profile",
+    entity=USER,
+    window=Window.BATCH,
+    length=None,
+    slide=None,
+    ttl=timedelta(days=30),
+    description="The user's history before the last batch run (`clickrec train ranker` materializes it): "
+                "the long-term tastes the two-minute windows cannot see.",
+    features=(
+        Feature(name="as_of", dtype=Dtype.TIMESTAMP, agg=Agg.LAST_TIME,
+                description="the end of the history this profile summarises"),
+        _count("events", None, "events in the history"),
+        _count("views", (V,), "views in the history"),
+        _count("carts", (C,), "add-to-cart events in the history"),
+        _count("purchases", (P,), "purchases in the history"),
+        Feature(name="sessions", dtype=Dtype.INT, agg=Agg.COUNT_DISTINCT, column="user_session",
+                description="sessions in the history"),
+        Feature(name="purchase_sessions", dtype=Dtype.INT, agg=Agg.DERIVED, formula="purchase_sessions",
+                description="sessions with a purchase"),
+        Feature(name="mean_price", dtype=Dtype.FLOAT, agg=Agg.MEAN, column="price",
+                description="mean price of the products the user touched: their usual price level"),
+        Feature(name="category_shares", dtype=Dtype.JSON, agg=Agg.DERIVED, formula="shares",
+                column="category_id", n=20,
+                description="category_id -> share of the user's weighted activity (top 20)"),
+        Feature(name="brand_shares", dtype=Dtype.JSON, agg=Agg.DERIVED, formula="shares", column="brand", n=20,
+                description="brand -> share of the user's weighted activity (top 20)"),
+        Feature(name="product_last_seen", dtype=Dtype.JSON, agg=Agg.DERIVED, formula="last_seen",
+                column="product_id", n=50,
+                description="product_id -> epoch of the user's latest event on it (latest 50)"),
+        Feature(name="category_last_seen", dtype=Dtype.JSON, agg=Agg.DERIVED, formula="last_seen",
+                column="category_id", n=50,
+                description="category_id -> epoch of the user's latest event in it (latest 50)"),
+        Feature(name="bought_products", dtype=Dtype.INT_LIST, agg=Agg.LAST_N, column="product_id",
+                event_types=(P,), n=20,
+                description="the last 20 distinct products purchased, oldest first"),
+    ),
+)  # fmt: skip
+
+#: Every group the streaming job writes, in the order it writes them.
 GROUPS: tuple[FeatureGroup, ...] = (USER_2M, PRODUCT_2M, SESSION_FEATURES, PRODUCT_1H, PRODUCT_1D)
-GROUPS_BY_NAME: dict[str, FeatureGroup] = {g.name: g for g in GROUPS}
+#: Groups a batch job materializes into the online store.
+BATCH_GROUPS: tuple[FeatureGroup, ...] = (USER_PROFILE,)
+GROUPS_BY_NAME: dict[str, FeatureGroup] = {g.name: g for g in GROUPS + BATCH_GROUPS}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,7 @@ Keys (``v1`` is the layout version; ids are decimal, times epoch seconds):
     fs:v1:session:<session_id>                  hash  the session so far
     fs:v1:session:<session_id>:products         set   its distinct products
     fs:v1:session:<session_id>:recent           zset  its latest events (event_id:product_id by time)
+    fs:v1:user_profile:<user_id>                hash  the user's history (batch-materialized)
     fs:v1:bot:<user_id>                         string flagged as a bot until it expires
     fs:v1:stream:<query>                        hash  the latest micro-batch of a streaming query
 
@@ -28,6 +29,7 @@ re-run micro-batch is not counted twice.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,7 +58,7 @@ def _epoch(value: Any) -> float:
 
 def window_key(group: FeatureGroup, entity_id: Any, bucket: Any | None = None) -> str:
     """The hash key of an entity's features in `group` (`bucket`: window end or start, epoch s)."""
-    if group.window is Window.SESSION:
+    if group.window in (Window.SESSION, Window.BATCH):
         return f"{PREFIX}:{group.name}:{entity_id}"
     return f"{PREFIX}:{group.name}:{entity_id}:{int(_epoch(bucket))}"
 
@@ -102,6 +104,8 @@ def encode_value(dtype: Dtype, value: Any) -> str | None:
             return str(value)
         case Dtype.INT_LIST:
             return ",".join(str(int(v)) for v in value)
+        case Dtype.JSON:
+            return json.dumps({str(k): v for k, v in value.items()}, separators=(",", ":"))
     raise ValueError(f"unknown dtype {dtype}")
 
 
@@ -118,6 +122,8 @@ def decode_value(dtype: Dtype, raw: str | bytes | None) -> Any:
             return text
         case Dtype.INT_LIST:
             return [int(v) for v in text.split(",")] if text else []
+        case Dtype.JSON:
+            return json.loads(text)
     raise ValueError(f"unknown dtype {dtype}")
 
 
@@ -227,6 +233,25 @@ class OnlineStore:
             pipe.execute()
         return written
 
+    def write_entities(self, group: FeatureGroup, rows: Iterable[Mapping[str, Any]], now: float | None = None) -> int:
+        """Replace the whole hash of each entity of a batch group (one key per entity, no window)."""
+        if group.window is not Window.BATCH:
+            raise ValueError(f"{group.name} is not a batch group")
+        now = time.time() if now is None else now
+        ttl = int(group.ttl.total_seconds())
+        written = 0
+        with self.client.pipeline(transaction=False) as pipe:
+            for row in rows:
+                key = window_key(group, row["entity_id"])
+                pipe.delete(key)
+                pipe.hset(key, mapping={**encode_features(group, row), "_ts": repr(now)})
+                pipe.expire(key, ttl)
+                written += 1
+                if written % 5_000 == 0:  # bound the pipeline's memory on millions of users
+                    pipe.execute()
+            pipe.execute()
+        return written
+
     def merge_counts(
         self, group: FeatureGroup, rows: Iterable[Mapping[str, Any]], writer: str, batch_id: int, now: float | None = None
     ) -> int:
@@ -302,7 +327,7 @@ class OnlineStore:
     def read_many(self, group: FeatureGroup, entity_ids: Sequence[Any], at: float | None = None) -> list[dict[str, Any] | None]:
         """Like `read` for many entities in one round trip."""
         at = time.time() if at is None else at
-        bucket = None if group.window is Window.SESSION else bucket_for_read(group, at)
+        bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
         with self.client.pipeline(transaction=False) as pipe:
             for entity_id in entity_ids:
                 pipe.hgetall(window_key(group, entity_id, bucket))

@@ -63,6 +63,21 @@ class ItemNeighbours:
             "kind": pa.array(np.full(len(rows), self.kind, dtype=object), pa.string()),
         })  # fmt: skip
 
+    @classmethod
+    def from_table(cls, table: pa.Table, kind: str) -> ItemNeighbours:
+        """The `kind` rows of an `item_neighbours.parquet` table (the inverse of `to_table`)."""
+        rows = table.filter(pc.equal(table["kind"], kind))
+        source = rows["product_id"].to_numpy()
+        target = rows["neighbour_id"].to_numpy()
+        item_ids = np.unique(np.concatenate([source, target]))
+        n = len(item_ids)
+        similarity = sp.csr_matrix(
+            (rows["score"].to_numpy().astype(np.float32),
+             (np.searchsorted(item_ids, source), np.searchsorted(item_ids, target))),
+            shape=(n, n),
+        )  # fmt: skip
+        return cls(similarity=similarity, item_ids=item_ids, kind=kind)
+
     def index_of(self, product_ids: np.ndarray) -> np.ndarray:
         pos = np.clip(np.searchsorted(self.item_ids, product_ids), 0, max(len(self.item_ids) - 1, 0))
         return np.where(self.item_ids[pos] == product_ids, pos, -1) if len(self.item_ids) else np.full(len(product_ids), -1)

@@ -11,7 +11,7 @@ import pytest
 
 from spark_jobs.candidates.als_implicit import ALSParams, FactorModel, recommend_top_n, train_implicit
 from spark_jobs.candidates.interactions import InteractionParams, build_interactions
-from spark_jobs.candidates.item_item import ItemItemParams, item_neighbours
+from spark_jobs.candidates.item_item import ItemItemParams, ItemNeighbours, item_neighbours
 from spark_jobs.candidates.job import CandidateParams
 from spark_jobs.candidates.popular import PopularParams, popular_lists
 from spark_jobs.evaluation.sessions import SessionParams, evaluate_sessions, session_sequences
@@ -36,6 +36,9 @@ def test_item_item_cosine_within_sessions() -> None:
     assert rows[(1, 2)]["rank"] == 1 and rows[(1, 3)]["rank"] == 2
     assert (1, 1) not in rows and not any(4 in key for key in rows)
     assert set(pc.unique(nb.to_table()["kind"]).to_pylist()) == {"also_viewed"}
+    back = ItemNeighbours.from_table(pa.concat_tables([nb.to_table(), item_neighbours(table, "also_bought").to_table()]),
+                                     "also_viewed")  # fmt: skip
+    assert back.to_table().equals(nb.to_table())
     top1 = item_neighbours(table, "also_viewed", ItemItemParams(top_k=1)).to_table()
     assert top1.filter(pc.equal(top1["product_id"], 1))["neighbour_id"].to_pylist() == [2]
 
