@@ -54,3 +54,45 @@ def product_catalogue(events: pa.Table) -> pa.Table:
     for column in ("category_id", "category_code", "brand", "price"):
         counts = counts.join(_latest_valid(events, column), "product_id", join_type="left outer")
     return counts.select(CATALOGUE_SCHEMA.names).cast(CATALOGUE_SCHEMA).sort_by("product_id")
+
+
+class Catalogue:
+    """The catalogue in memory, looked up by product id in bulk (numpy arrays sorted by product_id)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        table = table.sort_by("product_id")
+        self.product_ids: np.ndarray = table["product_id"].to_numpy()
+        self.category_ids: np.ndarray = pc.fill_null(table["category_id"], -1).to_numpy()  # -1 = unknown
+        self.category_codes: np.ndarray = np.asarray(table["category_code"].to_pylist(), dtype=object)
+        self.brands: np.ndarray = np.asarray(table["brand"].to_pylist(), dtype=object)
+        self.prices: np.ndarray = pc.fill_null(table["price"], np.nan).to_numpy()
+        self.views: np.ndarray = table["views"].to_numpy()
+        self.purchases: np.ndarray = table["purchases"].to_numpy()
+
+    def __len__(self) -> int:
+        return len(self.product_ids)
+
+    def __contains__(self, product_id: object) -> bool:
+        return bool(self.index_of(np.asarray([product_id], np.int64))[0] >= 0)
+
+    def index_of(self, product_ids: np.ndarray) -> np.ndarray:
+        """Row of each product id; -1 for products the catalogue does not know."""
+        product_ids = np.asarray(product_ids, np.int64)
+        if not len(self.product_ids):
+            return np.full(len(product_ids), -1)
+        pos = np.clip(np.searchsorted(self.product_ids, product_ids), 0, len(self.product_ids) - 1)
+        return np.where(self.product_ids[pos] == product_ids, pos, -1)
+
+    def describe(self, product_id: int) -> dict | None:
+        """category, brand and price of one product; None when unknown."""
+        i = int(self.index_of(np.asarray([product_id]))[0])
+        if i < 0:
+            return None
+        price = float(self.prices[i])
+        return {
+            "product_id": int(product_id),
+            "category_id": int(self.category_ids[i]) if self.category_ids[i] >= 0 else None,
+            "category_code": self.category_codes[i],
+            "brand": self.brands[i],
+            "price": None if np.isnan(price) else price,
+        }

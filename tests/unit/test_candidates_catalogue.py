@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 
 from producer.schema import EVENT_SCHEMA
-from spark_jobs.candidates.catalogue import CATALOGUE_SCHEMA, product_catalogue
+from spark_jobs.candidates.catalogue import CATALOGUE_SCHEMA, Catalogue, product_catalogue
 
 T0 = datetime(2019, 10, 1, tzinfo=UTC)
 
@@ -33,3 +33,15 @@ def test_latest_non_blank_metadata_and_counts() -> None:
 
 def test_empty_events_give_empty_catalogue() -> None:
     assert product_catalogue(EVENT_SCHEMA.empty_table()).schema == CATALOGUE_SCHEMA
+
+
+def test_lookup_in_memory() -> None:
+    events = _events([
+        dict(event_type="view", product_id=5, category_id=10, category_code="a.b", brand="acme", price=5.0, user_id=1),
+        dict(event_type="view", product_id=3, category_id=None, category_code=None, brand=None, price=2.0, user_id=1),
+    ])  # fmt: skip
+    catalogue = Catalogue(product_catalogue(events))
+    assert catalogue.index_of([3, 4, 5]).tolist() == [0, -1, 1]
+    assert 5 in catalogue and 4 not in catalogue and len(catalogue) == 2
+    assert catalogue.describe(5) == dict(product_id=5, category_id=10, category_code="a.b", brand="acme", price=5.0)
+    assert catalogue.describe(3)["category_id"] is None and catalogue.describe(4) is None
