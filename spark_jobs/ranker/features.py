@@ -1,0 +1,246 @@
+"""The ranker's input: one row of features per (user, candidate product), the same offline and online.
+
+`candidate_features` is the only place the model's input is computed. The API
+calls it with what it read from Redis at request time (`serving.read_inputs`);
+the training-set builder calls it with the values the same window functions
+produced from the events before each cutoff (`pit`). Both hand it a
+`RankInputs`: the user's groups as `OnlineStore.read` returns them (a dict, or
+None when the entity has no value) and the product groups as `read_many`
+returns them (one dict or None per candidate).
+
+Missing is missing: a feature whose input is absent (no session, a product with
+no event this hour, a user without history) is NaN, which XGBoost routes down
+its learned "missing" branch, never a silent 0. A count is 0 only when the
+window exists and holds no such event.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from spark_jobs.candidates.catalogue import Catalogue
+from spark_jobs.candidates.item_item import ItemNeighbours
+
+Row = Mapping[str, Any] | None
+
+#: The model's input, in this order (stored with the model; the API refuses a mismatch).
+FEATURES: tuple[str, ...] = (
+    # the candidate model
+    "als_score",
+    "als_rank",
+    # the live session (item-to-item "also viewed" similarity to its last products)
+    "session_similarity_max",
+    "session_similarity_sum",
+    "in_session",
+    "session_events",
+    "session_has_cart",
+    # popularity over several windows
+    "product_views_2m",
+    "product_carts_2m",
+    "product_purchases_2m",
+    "product_users_2m",
+    "product_health_2m",
+    "product_views_1h",  # this hour so far + the previous full hour
+    "product_purchases_1h",
+    "product_views_1d",  # today so far + yesterday
+    "product_carts_1d",
+    "product_purchases_1d",
+    "product_health_1d",
+    "catalogue_views",  # over the candidate model's training data
+    "catalogue_purchases",
+    # price against the user's usual level
+    "log_price",
+    "price_to_user_mean",
+    "price_to_recent_views",
+    # the user's tastes and recent moves
+    "category_affinity",
+    "brand_affinity",
+    "same_category_as_last",
+    "same_brand_as_last",
+    "user_events_2m",
+    "user_views_2m",
+    "user_carts_2m",
+    "user_activity_2m",
+    "user_distinct_products_2m",
+    "user_history_events",
+    # recency
+    "seconds_since_product_seen",
+    "seconds_since_category_seen",
+)
+
+NAN = math.nan
+
+
+@dataclass(frozen=True, kw_only=True)
+class RankInputs:
+    """Everything the features of one user's candidates are computed from, as of `at`."""
+
+    at: float  #: epoch seconds
+    candidates: np.ndarray  #: int64 product ids
+    als_scores: np.ndarray  #: float32, NaN where unknown
+    user_2m: Row
+    session: Row
+    profile: Row
+    product_2m: Sequence[Row]
+    product_1h: Sequence[Row]
+    product_1h_prev: Sequence[Row]
+    product_1d: Sequence[Row]
+    product_1d_prev: Sequence[Row]
+    catalogue: Catalogue
+    neighbours: ItemNeighbours
+
+    def __post_init__(self) -> None:
+        n = len(self.candidates)
+        lists = (self.als_scores, self.product_2m, self.product_1h, self.product_1h_prev, self.product_1d, self.product_1d_prev)
+        if any(len(x) != n for x in lists):
+            raise ValueError("every per-candidate input needs one entry per candidate")
+
+
+def _value(row: Row, name: str) -> float:
+    if row is None:
+        return NAN
+    value = row.get(name)
+    return NAN if value is None else float(value)
+
+
+def _column(rows: Sequence[Row], name: str) -> np.ndarray:
+    return np.fromiter((_value(r, name) for r in rows), np.float64, len(rows))
+
+
+def _sum_buckets(current: Sequence[Row], previous: Sequence[Row], name: str) -> np.ndarray:
+    """current + previous bucket, NaN only when neither bucket exists."""
+    a, b = _column(current, name), _column(previous, name)
+    both_missing = np.isnan(a) & np.isnan(b)
+    return np.where(both_missing, NAN, np.nan_to_num(a) + np.nan_to_num(b))
+
+
+def health(carts_and_purchases: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """The product health index (see feature_store.definitions) over arbitrary counts."""
+    from feature_store.definitions import HEALTH_GLOBAL_RATE, HEALTH_PRIOR_VIEWS
+
+    return (carts_and_purchases + HEALTH_PRIOR_VIEWS * HEALTH_GLOBAL_RATE) / (views + HEALTH_PRIOR_VIEWS)
+
+
+def als_ranks(scores: np.ndarray) -> np.ndarray:
+    """1 = best ALS score; NaN where the score is unknown."""
+    ranks = np.full(len(scores), NAN)
+    known = np.flatnonzero(~np.isnan(scores))
+    order = known[np.argsort(-scores[known], kind="stable")]
+    ranks[order] = np.arange(1, len(order) + 1)
+    return ranks
+
+
+def session_similarity(neighbours: ItemNeighbours, recent: Sequence[int], candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Max and sum of the similarity of each candidate to the session's recent products (0 when none is a neighbour)."""
+    n = len(candidates)
+    if not recent:
+        return np.zeros(n), np.zeros(n)
+    rows = neighbours.index_of(np.asarray(list(dict.fromkeys(recent)), np.int64))
+    rows = rows[rows >= 0]
+    cols = neighbours.index_of(candidates)
+    if not len(rows):
+        return np.zeros(n), np.zeros(n)
+    block = np.zeros((len(rows), n), np.float32)
+    known = cols >= 0
+    if known.any():
+        block[:, known] = neighbours.similarity[rows][:, cols[known]].toarray()
+    return block.max(axis=0).astype(np.float64), block.sum(axis=0).astype(np.float64)
+
+
+def _lookup(mapping: Any, keys: Sequence[Any]) -> np.ndarray:
+    """mapping[str(key)] per key: NaN when the mapping is missing, 0 when the key is absent from it."""
+    if mapping is None:
+        return np.full(len(keys), NAN)
+    return np.fromiter((float(mapping.get(str(k), 0.0)) if k is not None else 0.0 for k in keys), np.float64, len(keys))
+
+
+def _seconds_since(mapping: Any, keys: Sequence[Any], at: float) -> np.ndarray:
+    """at - mapping[str(key)]: NaN when never seen (or no history)."""
+    if mapping is None:
+        return np.full(len(keys), NAN)
+    seen = np.fromiter((float(mapping.get(str(k), NAN)) if k is not None else NAN for k in keys), np.float64, len(keys))
+    return at - seen
+
+
+def _same(values: np.ndarray, target: Any, row: Row) -> np.ndarray:
+    if row is None or target is None:
+        return np.full(len(values), NAN)
+    return np.fromiter((1.0 if v == target else 0.0 for v in values), np.float64, len(values))
+
+
+def _ratio(numerator: np.ndarray, denominator: float) -> np.ndarray:
+    if math.isnan(denominator) or denominator <= 0:
+        return np.full(len(numerator), NAN)
+    return numerator / denominator
+
+
+def candidate_features(inputs: RankInputs) -> np.ndarray:
+    """A (candidates x len(FEATURES)) float32 matrix in `FEATURES` order."""
+    c = inputs.candidates
+    n = len(c)
+    cat = inputs.catalogue
+    rows = cat.index_of(c)
+    known = rows >= 0
+    price = np.where(known, cat.prices[rows], NAN)
+    category_ids = [int(cat.category_ids[r]) if r >= 0 and cat.category_ids[r] >= 0 else None for r in rows]
+    category_codes = np.asarray([cat.category_codes[r] if r >= 0 else None for r in rows], dtype=object)
+    brands = np.asarray([cat.brands[r] if r >= 0 else None for r in rows], dtype=object)
+
+    session, user, profile = inputs.session, inputs.user_2m, inputs.profile
+    recent = list(session.get("recent_products") or []) if session else []
+    if session is None:
+        sim_max = sim_sum = in_session = np.full(n, NAN)
+    else:
+        sim_max, sim_sum = session_similarity(inputs.neighbours, recent, c)
+        in_session = np.isin(c, np.asarray(recent, np.int64)).astype(np.float64)
+
+    views_1d = _sum_buckets(inputs.product_1d, inputs.product_1d_prev, "views")
+    carts_1d = _sum_buckets(inputs.product_1d, inputs.product_1d_prev, "carts")
+    purchases_1d = _sum_buckets(inputs.product_1d, inputs.product_1d_prev, "purchases")
+
+    columns: dict[str, np.ndarray] = {
+        "als_score": inputs.als_scores.astype(np.float64),
+        "als_rank": als_ranks(inputs.als_scores.astype(np.float64)),
+        "session_similarity_max": sim_max,
+        "session_similarity_sum": sim_sum,
+        "in_session": in_session,
+        "session_events": np.full(n, _value(session, "events")),
+        "session_has_cart": np.full(n, _value(session, "has_cart")),
+        "product_views_2m": _column(inputs.product_2m, "views"),
+        "product_carts_2m": _column(inputs.product_2m, "carts"),
+        "product_purchases_2m": _column(inputs.product_2m, "purchases"),
+        "product_users_2m": _column(inputs.product_2m, "distinct_users"),
+        "product_health_2m": _column(inputs.product_2m, "health"),
+        "product_views_1h": _sum_buckets(inputs.product_1h, inputs.product_1h_prev, "views"),
+        "product_purchases_1h": _sum_buckets(inputs.product_1h, inputs.product_1h_prev, "purchases"),
+        "product_views_1d": views_1d,
+        "product_carts_1d": carts_1d,
+        "product_purchases_1d": purchases_1d,
+        "product_health_1d": health(carts_1d + purchases_1d, views_1d),
+        "catalogue_views": np.where(known, cat.views[rows], NAN).astype(np.float64),
+        "catalogue_purchases": np.where(known, cat.purchases[rows], NAN).astype(np.float64),
+        "log_price": np.log1p(price),
+        "price_to_user_mean": _ratio(price, _value(profile, "mean_price")),
+        "price_to_recent_views": _ratio(price, _value(user, "mean_view_price")),
+        "category_affinity": _lookup(profile.get("category_shares") if profile else None, category_ids),
+        "brand_affinity": _lookup(profile.get("brand_shares") if profile else None, brands),
+        "same_category_as_last": _same(category_codes, user.get("last_category") if user else None, user),
+        "same_brand_as_last": _same(brands, user.get("last_brand") if user else None, user),
+        "user_events_2m": np.full(n, _value(user, "events")),
+        "user_views_2m": np.full(n, _value(user, "views")),
+        "user_carts_2m": np.full(n, _value(user, "carts")),
+        "user_activity_2m": np.full(n, _value(user, "activity")),
+        "user_distinct_products_2m": np.full(n, _value(user, "distinct_products")),
+        "user_history_events": np.full(n, _value(profile, "events")),
+        "seconds_since_product_seen": _seconds_since(profile.get("product_last_seen") if profile else None, c.tolist(), inputs.at),
+        "seconds_since_category_seen": _seconds_since(
+            profile.get("category_last_seen") if profile else None, category_ids, inputs.at
+        ),
+    }
+    assert tuple(columns) == FEATURES, "candidate_features and FEATURES disagree"
+    return np.column_stack([columns[name] for name in FEATURES]).astype(np.float32) if n else np.empty((0, len(FEATURES)), np.float32)
