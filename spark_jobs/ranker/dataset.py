@@ -59,7 +59,7 @@ GRADES: dict[str, int] = {"purchase": 3, "cart": 2}
 class DatasetParams:
     candidates: CandidateParams = field(default_factory=lambda: CandidateParams(progress=False))
     refresh: timedelta | None = None  #: batch cadence; None = one day (or a quarter of the span for shorter data)
-    train_periods: int = 3  #: refresh periods before the test start that produce training queries
+    train_periods: int = 4  #: refresh periods before the test start that produce training queries
     cutoffs_per_period: int = 24
     horizon: timedelta = timedelta(hours=1)  #: labels: what the user does in [c, c + horizon)
     active_within: timedelta = timedelta(minutes=5)  #: query users: an event in [c - active_within, c)

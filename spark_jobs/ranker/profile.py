@@ -51,10 +51,7 @@ def _shares(df: pd.DataFrame, column: str, top: int) -> pd.Series:
     weights = weights.sort_values(["user_id", "share", column], ascending=[True, False, True])
     weights = weights.groupby("user_id", sort=False).head(top)
     key = weights[column].astype("int64").astype(str) if column != "brand" else weights[column]
-    weights = weights.assign(_key=key, share=weights["share"].round(6))
-    return weights.groupby("user_id", sort=False).apply(
-        lambda g: dict(zip(g["_key"], g["share"])), include_groups=False
-    )
+    return _dicts(weights.assign(_key=key, _value=weights["share"].round(6)))
 
 
 def _last_seen(df: pd.DataFrame, column: str, top: int) -> pd.Series:
@@ -62,8 +59,15 @@ def _last_seen(df: pd.DataFrame, column: str, top: int) -> pd.Series:
     rows = df[df[column].notna()]
     last = rows.groupby(["user_id", column], sort=False)["t"].max().reset_index()
     last = last.sort_values(["user_id", "t", column], ascending=[True, False, True]).groupby("user_id", sort=False).head(top)
-    last = last.assign(_key=last[column].astype("int64").astype(str))
-    return last.groupby("user_id", sort=False).apply(lambda g: dict(zip(g["_key"], g["t"])), include_groups=False)
+    return _dicts(last.assign(_key=last[column].astype("int64").astype(str), _value=last["t"]))
+
+
+def _dicts(rows: pd.DataFrame) -> pd.Series:
+    """user_id -> {_key: _value} over the rows, in row order."""
+    out: dict[int, dict] = {}
+    for user, key, value in zip(rows["user_id"].to_numpy(), rows["_key"].to_numpy(), rows["_value"].to_numpy()):
+        out.setdefault(int(user), {})[key] = float(value)
+    return pd.Series(out, dtype=object)
 
 
 def _bought(df: pd.DataFrame, top: int) -> pd.Series:
