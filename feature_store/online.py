@@ -32,22 +32,36 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import pyarrow as pa
 import redis
 
 from feature_store.definitions import (
     BOT_RULE,
     GROUPS_BY_NAME,
+    HEALTH_GLOBAL_RATE,
+    HEALTH_PRIOR_VIEWS,
     SESSION_FEATURES,
+    Agg,
     Dtype,
     FeatureGroup,
     Window,
 )
 
 PREFIX = "fs:v1"
+#: How long an event id is remembered to drop a second copy of the event (seconds of processing time).
+DEDUP_TTL = 600
+#: The latest raw events kept per session (`session_events`).
+SESSION_EVENTS_KEPT = 200
+#: The fields of a session event as `session_events` returns them (and the zset stores them, as JSON).
+SESSION_EVENT_FIELDS = ("event_id", "event_time", "event_type", "product_id", "category_id", "price", "user_id",
+                        "user_session")  # fmt: skip
+# Rows per Lua call: a call blocks Redis, so readers wait at most one call (a few ms).
+_ROWS_PER_CALL = 500
+_IDS_PER_CALL = 20_000
 
 
 def _epoch(value: Any) -> float:
@@ -64,8 +78,20 @@ def window_key(group: FeatureGroup, entity_id: Any, bucket: Any | None = None) -
 
 
 def session_keys(session_id: str) -> tuple[str, str, str]:
+    """The session's hash, its distinct products (set) and its latest events (zset)."""
     base = window_key(SESSION_FEATURES, session_id)
-    return base, f"{base}:products", f"{base}:recent"
+    return base, f"{base}:products", f"{base}:events"
+
+
+def seen_key(event_id: str) -> str:
+    return f"{PREFIX}:seen:{event_id}"
+
+
+def session_event_member(event: Mapping[str, Any]) -> str:
+    """A session event as the zset member: JSON, event id first (ties in time sort by event id)."""
+    values = {name: event[name] for name in SESSION_EVENT_FIELDS}
+    values["event_time"] = _epoch(values["event_time"])
+    return json.dumps(values, separators=(",", ":"))
 
 
 def bot_key(user_id: Any) -> str:
@@ -146,57 +172,289 @@ def decode_features(group: FeatureGroup, mapping: Mapping[Any, Any]) -> dict[str
     return values
 
 
-# Merge a tumbling bucket's per-batch counts: skip a batch already applied.
+Encoder = Callable[[Mapping[str, list], int, list], None]
+
+
+def _window_spec(group: FeatureGroup) -> tuple[str, list[Encoder]]:
+    """The merge script's spec of a sliding group and how to append a partial row's values.
+
+    The partial columns (spark_jobs.partials): one per feature, ``<name>__sum`` and
+    ``<name>__n`` for a mean, and ``_order_t`` / ``_order_i`` (the latest event's time
+    and id) shared by the last-value features.
+    """
+    tokens: list[str] = []
+    encoders: list[Encoder] = []
+    derived: list[str] = []
+
+    def plain(name: str, text: Callable[[Any], str]) -> Encoder:
+        return lambda c, r, args: args.append(text(c[name][r]))
+
+    for f in group.features:
+        name = f.name
+        match f.agg:
+            case Agg.COUNT:
+                tokens.append(f"c:{name}")
+                encoders.append(plain(name, lambda v: str(int(v or 0))))
+            case Agg.WEIGHTED_COUNT:
+                tokens.append(f"s:{name}")
+                encoders.append(plain(name, lambda v: repr(float(v or 0.0))))
+            case Agg.COUNT_DISTINCT:
+                tokens.append(f"d:{name}")
+                encoders.append(lambda c, r, args, name=name: args.extend([len(c[name][r]), *c[name][r]]))
+            case Agg.MEAN:
+                tokens.append(f"m:{name}")
+                encoders.append(
+                    lambda c, r, args, name=name: args.extend([repr(float(c[f"{name}__sum"][r] or 0.0)), c[f"{name}__n"][r]])
+                )
+            case Agg.MAX | Agg.LAST_TIME:
+                tokens.append(f"{'x' if f.agg is Agg.MAX else 't'}:{name}")
+                encoders.append(plain(name, lambda v: "" if v is None else repr(float(v))))
+            case Agg.LAST_VALUE:
+                if not any(t.startswith("o:") for t in tokens):
+                    tokens.append("o:last")
+                    encoders.append(lambda c, r, args: args.extend([repr(c["_order_t"][r]), c["_order_i"][r]]))
+                tokens.append(f"l:{name}")
+                encoders.append(plain(name, lambda v: "" if v is None else f"={v}"))
+            case Agg.DERIVED if f.formula == "health":
+                derived.append(f"h:{name}:{HEALTH_PRIOR_VIEWS!r}:{HEALTH_GLOBAL_RATE!r}")
+            case _:
+                raise ValueError(f"{group.name}.{name}: {f.agg} cannot be merged into sliding windows")
+    return " ".join(tokens + derived), encoders
+
+
+# Every merge below is guarded: a hash remembers in `_batch` the last
+# `<writer>:<batch id>` applied to it and a batch is never applied twice (a micro-batch
+# that Spark re-runs after a crash finds its own id there). Scripts take many rows per
+# call; keys are built from the entity's base key (single Redis node, not Cluster).
+
+# Add one batch's counts to tumbling buckets. ARGV: writer, batch, ttl, now, names, then
+# per row: key and one count per name.
 _MERGE_COUNTS = """
-local applied = redis.call('HGET', KEYS[1], '_batch')
-if applied then
-  local q, b = string.match(applied, '^(.*):(%d+)$')
-  if q == ARGV[1] and tonumber(b) >= tonumber(ARGV[2]) then return 0 end
+local writer, batch, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local tag = writer .. ':' .. ARGV[2]
+local names = {}
+for name in string.gmatch(ARGV[5], '%S+') do names[#names + 1] = name end
+local merged, i = 0, 6
+while i <= #ARGV do
+  local key = ARGV[i]
+  local applied = redis.call('HGET', key, '_batch')
+  local skip = false
+  if applied then
+    local q, b = string.match(applied, '^(.*):(%d+)$')
+    skip = q == writer and tonumber(b) >= batch
+  end
+  if not skip then
+    for j, name in ipairs(names) do redis.call('HINCRBY', key, name, ARGV[i + j]) end
+    redis.call('HSET', key, '_batch', tag, '_ts', now)
+    redis.call('EXPIRE', key, ttl)
+    merged = merged + 1
+  end
+  i = i + 1 + #names
 end
-for i = 5, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', KEYS[1], '_batch', ARGV[1] .. ':' .. ARGV[2], '_ts', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
+return merged
 """
 
-# Merge a session's per-batch partials (see SESSION_FEATURES): counts add up,
-# products go to a set, the latest events to a zset ordered by (time, event id).
-_MERGE_SESSION = """
-local h, products, recent = KEYS[1], KEYS[2], KEYS[3]
-local applied = redis.call('HGET', h, '_batch')
-if applied then
-  local q, b = string.match(applied, '^(.*):(%d+)$')
-  if q == ARGV[1] and tonumber(b) >= tonumber(ARGV[2]) then return 0 end
+# Merge one batch's per-pane partials into the sliding windows that contain each pane.
+# ARGV: writer, batch, ttl, now, slide, windows, horizon, bot field, bot limit, spec, then
+# per row: the entity's base key, the pane start and the partial values in spec order.
+# The spec is `kind:name` tokens: c count, s float sum, d distinct values (n, v1..vn, kept
+# in the set `<window key>:<name>`), m mean (sum, n), x max ('' = none), t latest time,
+# o order of the latest event (time, event id) followed by l values of that event
+# ('=' .. value, or '' when missing), h:health:<prior>:<rate> the derived health index.
+# A pane belongs to `windows` windows: the slot (1..windows) tells them apart in the
+# guard, so two panes of one window merge in the same batch, each once.
+# Returns the row numbers whose `bot field` exceeds `bot limit` in a written window.
+_MERGE_WINDOWS = """
+local writer, batch, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local slide, nwin, horizon = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local bot_field, bot_limit = ARGV[8], tonumber(ARGV[9])
+local tag = writer .. ':' .. ARGV[2]
+local spec = {}
+for token in string.gmatch(ARGV[10], '%S+') do
+  local parts = {}
+  for part in string.gmatch(token, '[^:]+') do parts[#parts + 1] = part end
+  spec[#spec + 1] = parts
 end
-local ttl, now = ARGV[3], ARGV[4]
-local events, carts, first_t, last_t = ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-local user_t, user_i, user_v, n = tonumber(ARGV[9]), ARGV[10], ARGV[11], tonumber(ARGV[12])
-local n_products = tonumber(ARGV[13])
-redis.call('HINCRBY', h, 'events', events)
-local total_carts = redis.call('HINCRBY', h, 'carts', carts)
-local old_first = tonumber(redis.call('HGET', h, 'first_event_time') or first_t)
-local old_last = tonumber(redis.call('HGET', h, 'last_event_time') or last_t)
-first_t = math.min(first_t, old_first)
-last_t = math.max(last_t, old_last)
-local old_user_t = tonumber(redis.call('HGET', h, '_user_t') or '-1')
-local old_user_i = redis.call('HGET', h, '_user_i') or ''
-if user_t > old_user_t or (user_t == old_user_t and user_i > old_user_i) then
-  redis.call('HSET', h, 'user_id', user_v, '_user_t', ARGV[9], '_user_i', user_i)
+local function fmt(x) return string.format('%.17g', x) end
+local bots, i, row = {}, 11, 0
+while i <= #ARGV do
+  row = row + 1
+  local base, pane = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local vals = {}
+  for k, f in ipairs(spec) do
+    local kind = f[1]
+    if kind == 'd' then
+      local n, set = tonumber(ARGV[i]), {}
+      for j = 1, n do set[j] = ARGV[i + j] end
+      vals[k] = set
+      i = i + n + 1
+    elseif kind == 'm' or kind == 'o' then
+      vals[k] = {ARGV[i], ARGV[i + 1]}
+      i = i + 2
+    elseif kind ~= 'h' then
+      vals[k] = ARGV[i]
+      i = i + 1
+    end
+  end
+  local flagged = false
+  for w = 1, nwin do
+    local wend = pane + slide * w
+    if wend >= horizon then
+      local key = base .. ':' .. string.format('%d', wend)
+      local flat = redis.call('HGETALL', key)
+      local old = {}
+      for j = 1, #flat, 2 do old[flat[j]] = flat[j + 1] end
+      local slot, slots, skip = tostring(w), tostring(w), false
+      if old['_batch'] then
+        local q, b = string.match(old['_batch'], '^(.*):(%d+)$')
+        if q == writer then
+          b = tonumber(b)
+          if b > batch then
+            skip = true
+          elseif b == batch then
+            local seen = old['_slots'] or ''
+            if string.find(seen, slot, 1, true) then skip = true else slots = seen .. slot end
+          end
+        end
+      end
+      if not skip then
+        local new, gone, newer = {}, {}, false
+        for k, f in ipairs(spec) do
+          local kind, name, v = f[1], f[2], vals[k]
+          if kind == 'c' then
+            new[name] = string.format('%d', tonumber(old[name] or '0') + tonumber(v))
+          elseif kind == 's' then
+            new[name] = fmt(tonumber(old[name] or '0') + tonumber(v))
+          elseif kind == 'd' then
+            local set = key .. ':' .. name
+            for j = 1, #v, 1000 do redis.call('SADD', set, unpack(v, j, math.min(j + 999, #v))) end
+            if #v > 0 then redis.call('EXPIRE', set, ttl) end
+            new[name] = tostring(redis.call('SCARD', set))
+          elseif kind == 'm' then
+            if tonumber(v[2]) > 0 then
+              local total = tonumber(old['_' .. name .. '_sum'] or '0') + tonumber(v[1])
+              local n = tonumber(old['_' .. name .. '_n'] or '0') + tonumber(v[2])
+              new['_' .. name .. '_sum'] = fmt(total)
+              new['_' .. name .. '_n'] = string.format('%d', n)
+              new[name] = fmt(total / n)
+            end
+          elseif kind == 'x' or kind == 't' then
+            if v ~= '' and (not old[name] or tonumber(v) > tonumber(old[name])) then new[name] = v end
+          elseif kind == 'o' then
+            local ot, oi = old['_' .. name .. '_t'], old['_' .. name .. '_i']
+            local t = tonumber(v[1])
+            newer = (not ot) or t > tonumber(ot) or (t == tonumber(ot) and v[2] > oi)
+            if newer then
+              new['_' .. name .. '_t'] = v[1]
+              new['_' .. name .. '_i'] = v[2]
+            end
+          elseif kind == 'l' then
+            if newer then
+              if v == '' then gone[#gone + 1] = name else new[name] = string.sub(v, 2) end
+            end
+          elseif kind == 'h' then
+            local views = tonumber(new['views'] or old['views'] or '0')
+            local carts = tonumber(new['carts'] or old['carts'] or '0')
+            local purchases = tonumber(new['purchases'] or old['purchases'] or '0')
+            local prior, rate = tonumber(f[3]), tonumber(f[4])
+            new[name] = fmt((carts + purchases + prior * rate) / (views + prior))
+          end
+        end
+        new['_batch'], new['_slots'], new['_ts'] = tag, slots, now
+        local fields = {}
+        for name, value in pairs(new) do
+          fields[#fields + 1] = name
+          fields[#fields + 1] = value
+        end
+        if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+        redis.call('HSET', key, unpack(fields))
+        redis.call('EXPIRE', key, ttl)
+        if bot_field ~= '' and not flagged and tonumber(new[bot_field] or old[bot_field] or '0') > bot_limit then
+          bots[#bots + 1] = row
+          flagged = true
+        end
+      end
+    end
+  end
 end
-local i = 14
-for _ = 1, n_products do redis.call('SADD', products, ARGV[i]); i = i + 1 end
-while i < #ARGV do redis.call('ZADD', recent, ARGV[i], ARGV[i + 1]); i = i + 2 end
-redis.call('ZREMRANGEBYRANK', recent, 0, -(n + 1))
-local latest = redis.call('ZRANGE', recent, 0, -1)
-local ids = {}
-for j, member in ipairs(latest) do ids[j] = string.match(member, ':(.*)$') end
-redis.call('HSET', h,
-  'first_event_time', string.format('%.17g', first_t), 'last_event_time', string.format('%.17g', last_t),
-  'duration', string.format('%.17g', last_t - first_t), 'has_cart', (total_carts > 0) and 1 or 0,
-  'distinct_products', redis.call('SCARD', products), 'recent_products', table.concat(ids, ','),
-  '_batch', ARGV[1] .. ':' .. ARGV[2], '_ts', now)
-redis.call('EXPIRE', h, ttl); redis.call('EXPIRE', products, ttl); redis.call('EXPIRE', recent, ttl)
-return 1
+return bots
+"""
+
+# Merge one batch's per-session partials. ARGV: writer, batch, ttl, now, n (recent
+# products), keep (events kept), then per row: the session's hash key, events, carts,
+# first and last event time, the latest event's (time, event id, user id), the number of
+# distinct products and the products, the number of events and (score, member) pairs.
+# Counts add up, products go to a set, events to a zset ordered by (time, event id)
+# trimmed to the latest `keep`; `recent_products` is read back from that zset.
+_MERGE_SESSIONS = """
+local writer, batch, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local n, keep = tonumber(ARGV[5]), tonumber(ARGV[6])
+local tag = writer .. ':' .. ARGV[2]
+local function fmt(x) return string.format('%.17g', x) end
+local merged, i = 0, 7
+while i <= #ARGV do
+  local h = ARGV[i]
+  local products, events = h .. ':products', h .. ':events'
+  local n_products = tonumber(ARGV[i + 8])
+  local n_events = tonumber(ARGV[i + 9 + n_products])
+  local next_row = i + 10 + n_products + 2 * n_events
+  local old = redis.call('HMGET', h, '_batch', 'first_event_time', 'last_event_time', '_user_t', '_user_i')
+  local skip = false
+  if old[1] then
+    local q, b = string.match(old[1], '^(.*):(%d+)$')
+    skip = q == writer and tonumber(b) >= batch
+  end
+  if not skip then
+    redis.call('HINCRBY', h, 'events', ARGV[i + 1])
+    local total_carts = redis.call('HINCRBY', h, 'carts', ARGV[i + 2])
+    local first_t, last_t = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+    if old[2] then first_t = math.min(first_t, tonumber(old[2])) end
+    if old[3] then last_t = math.max(last_t, tonumber(old[3])) end
+    local user_t, user_i = tonumber(ARGV[i + 5]), ARGV[i + 6]
+    local old_user_t = tonumber(old[4] or '-1')
+    if user_t > old_user_t or (user_t == old_user_t and user_i > (old[5] or '')) then
+      redis.call('HSET', h, 'user_id', ARGV[i + 7], '_user_t', ARGV[i + 5], '_user_i', user_i)
+    end
+    local j = i + 9
+    for start = j, j + n_products - 1, 1000 do
+      redis.call('SADD', products, unpack(ARGV, start, math.min(start + 999, j + n_products - 1)))
+    end
+    j = j + n_products + 1
+    for start = j, next_row - 1, 1000 do
+      redis.call('ZADD', events, unpack(ARGV, start, math.min(start + 999, next_row - 1)))
+    end
+    redis.call('ZREMRANGEBYRANK', events, 0, -(keep + 1))
+    local ids = {}
+    for k, member in ipairs(redis.call('ZRANGE', events, -n, -1)) do
+      ids[k] = string.match(member, '"product_id":(%d+)')
+    end
+    redis.call('HSET', h,
+      'first_event_time', fmt(first_t), 'last_event_time', fmt(last_t), 'duration', fmt(last_t - first_t),
+      'has_cart', (total_carts > 0) and 1 or 0, 'distinct_products', redis.call('SCARD', products),
+      'recent_products', table.concat(ids, ','), '_batch', tag, '_ts', now)
+    redis.call('EXPIRE', h, ttl)
+    redis.call('EXPIRE', products, ttl)
+    redis.call('EXPIRE', events, ttl)
+    merged = merged + 1
+  end
+  i = next_row
+end
+return merged
+"""
+
+# Which events of a batch were seen before: `SET <seen key> <writer>:<batch> NX EX ttl` per
+# event id. A key holding this very batch's tag is the batch's own first attempt (a re-run):
+# not a duplicate. ARGV: tag, ttl, then the seen keys. Returns the 0-based positions of
+# the duplicates.
+_FIRST_SEEN = """
+local tag, ttl, dups = ARGV[1], ARGV[2], {}
+for i = 3, #ARGV do
+  if not redis.call('SET', ARGV[i], tag, 'NX', 'EX', ttl) then
+    if redis.call('GET', ARGV[i]) ~= tag then dups[#dups + 1] = i - 3 end
+  end
+end
+return dups
 """
 
 
@@ -206,32 +464,15 @@ class OnlineStore:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._merge_counts = client.register_script(_MERGE_COUNTS)
-        self._merge_session = client.register_script(_MERGE_SESSION)
+        self._merge_windows = client.register_script(_MERGE_WINDOWS)
+        self._merge_sessions = client.register_script(_MERGE_SESSIONS)
+        self._first_seen = client.register_script(_FIRST_SEEN)
 
     @classmethod
     def from_url(cls, url: str) -> OnlineStore:
         return cls(redis.Redis.from_url(url))
 
     # --- writes (the streaming job) ---------------------------------------------
-
-    def write_windows(self, group: FeatureGroup, rows: Iterable[Mapping[str, Any]], now: float | None = None) -> int:
-        """HSET the full totals of each updated window (idempotent); returns the keys written."""
-        now = time.time() if now is None else now
-        ttl = int(group.ttl.total_seconds())
-        bucket_field = "window_end" if group.window is Window.SLIDING else "window_start"
-        written = 0
-        with self.client.pipeline(transaction=False) as pipe:
-            for row in rows:
-                key = window_key(group, row["entity_id"], row[bucket_field])
-                fields = encode_features(group, row)
-                missing = [name for name in group.names if name not in fields]
-                if missing:  # a value that became missing must not keep an older total's value
-                    pipe.hdel(key, *missing)
-                pipe.hset(key, mapping={**fields, "_ts": repr(now)})
-                pipe.expire(key, ttl)
-                written += 1
-            pipe.execute()
-        return written
 
     def write_entities(self, group: FeatureGroup, rows: Iterable[Mapping[str, Any]], now: float | None = None) -> int:
         """Replace the whole hash of each entity of a batch group (one key per entity, no window)."""
@@ -252,48 +493,104 @@ class OnlineStore:
             pipe.execute()
         return written
 
+    def first_seen(self, event_ids: Sequence[str], writer: str, batch_id: int) -> list[bool]:
+        """Which of a batch's (distinct) event ids are new: False for an id seen in an earlier batch.
+
+        Each id is remembered for DEDUP_TTL seconds with the batch that first had it, so a
+        batch that Spark re-runs after a crash finds its own ids and keeps them.
+        """
+        keep = [True] * len(event_ids)
+        tag = f"{writer[:8]}:{batch_id}"
+        with self.client.pipeline(transaction=False) as pipe:
+            starts = range(0, len(event_ids), _IDS_PER_CALL)
+            for start in starts:
+                keys = [seen_key(e) for e in event_ids[start : start + _IDS_PER_CALL]]
+                self._first_seen(args=[tag, DEDUP_TTL, *keys], client=pipe)
+            for start, dups in zip(starts, pipe.execute()):
+                for position in dups:
+                    keep[start + position] = False
+        return keep
+
+    def merge_windows(
+        self,
+        group: FeatureGroup,
+        panes: pa.Table,
+        writer: str,
+        batch_id: int,
+        horizon: float = 0.0,
+        now: float | None = None,
+    ) -> tuple[int, list[Any]]:
+        """Merge one batch's per-pane partials (spark_jobs.partials) into the sliding windows.
+
+        Each pane of ``slide`` seconds belongs to ``length / slide`` windows: every one of
+        them that ends at or after `horizon` gets the pane's partial, once per (writer,
+        batch). Returns the panes merged and, for USER_2M, the users over BOT_RULE.
+        """
+        now = time.time() if now is None else now
+        slide = int(group.slide.total_seconds())
+        windows = int(group.length.total_seconds()) // slide
+        if windows * slide != group.length.total_seconds() or windows > 9:
+            raise ValueError(f"{group.name}: the window must be 1 to 9 slides long")
+        spec, encoders = _window_spec(group)
+        bot_field, bot_limit = ("events", BOT_RULE.max_events) if group.entity.name == "user" else ("", 0)
+        header = [writer, batch_id, int(group.ttl.total_seconds()), repr(now), slide, windows, repr(float(horizon)),
+                  bot_field, bot_limit, spec]  # fmt: skip
+        columns = {name: panes.column(name).to_pylist() for name in panes.column_names}
+        entities, starts = columns["entity_id"], columns["pane_start"]
+        calls = []
+        with self.client.pipeline(transaction=False) as pipe:
+            for first in range(0, panes.num_rows, _ROWS_PER_CALL):
+                rows = range(first, min(first + _ROWS_PER_CALL, panes.num_rows))
+                args: list[Any] = list(header)
+                for r in rows:
+                    args += [f"{PREFIX}:{group.name}:{entities[r]}", int(starts[r])]
+                    for encode in encoders:
+                        encode(columns, r, args)
+                self._merge_windows(args=args, client=pipe)
+                calls.append(first)
+            results = pipe.execute()
+        bots = sorted({entities[first + row - 1] for first, rows in zip(calls, results) for row in rows})
+        return panes.num_rows, bots
+
     def merge_counts(
-        self, group: FeatureGroup, rows: Iterable[Mapping[str, Any]], writer: str, batch_id: int, now: float | None = None
+        self, group: FeatureGroup, buckets: pa.Table, writer: str, batch_id: int, now: float | None = None
     ) -> int:
         """Add one batch's per-bucket counts of a tumbling group, once per (writer, batch)."""
         now = time.time() if now is None else now
-        ttl = int(group.ttl.total_seconds())
-        counted = 0
+        header = [writer, batch_id, int(group.ttl.total_seconds()), repr(now), " ".join(group.names)]
+        entities, starts = buckets.column("entity_id").to_pylist(), buckets.column("window_start").to_pylist()
+        counts = [buckets.column(name).to_pylist() for name in group.names]
         with self.client.pipeline(transaction=False) as pipe:
-            for row in rows:
-                pairs = [x for f in group.features for x in (f.name, int(row[f.name] or 0))]
-                self._merge_counts(
-                    keys=[window_key(group, row["entity_id"], row["window_start"])],
-                    args=[writer, batch_id, ttl, repr(now), *pairs],
-                    client=pipe,
-                )
-                counted += 1
-            pipe.execute()
-        return counted
+            for first in range(0, buckets.num_rows, _ROWS_PER_CALL):
+                args: list[Any] = list(header)
+                for r in range(first, min(first + _ROWS_PER_CALL, buckets.num_rows)):
+                    args.append(window_key(group, entities[r], starts[r]))
+                    args += [int(c[r] or 0) for c in counts]
+                self._merge_counts(args=args, client=pipe)
+            return sum(pipe.execute())
 
-    def merge_sessions(self, rows: Iterable[Mapping[str, Any]], writer: str, batch_id: int, now: float | None = None) -> int:
-        """Merge one batch's per-session partials, once per (writer, batch)."""
+    def merge_sessions(self, sessions: pa.Table, writer: str, batch_id: int, now: float | None = None) -> int:
+        """Merge one batch's per-session partials (spark_jobs.partials), once per (writer, batch)."""
         now = time.time() if now is None else now
         group = SESSION_FEATURES
-        ttl = int(group.ttl.total_seconds())
-        n = group.feature("recent_products").n
-        merged = 0
+        header = [writer, batch_id, int(group.ttl.total_seconds()), repr(now), group.feature("recent_products").n,
+                  SESSION_EVENTS_KEPT]  # fmt: skip
+        c = {name: sessions.column(name).to_pylist() for name in sessions.column_names}
         with self.client.pipeline(transaction=False) as pipe:
-            for row in rows:
-                user = row["user_id"]
-                products = list(row["distinct_products"])
-                recent = sorted(row["recent_products"], key=lambda item: (item["t"], item["i"]))[-n:]
-                args: list[Any] = [
-                    writer, batch_id, ttl, repr(now), row["events"], row["carts"],
-                    repr(row["first_event_time"]), repr(row["last_event_time"]),
-                    repr(user["t"]), user["i"], user["v"], n, len(products), *products,
-                ]  # fmt: skip
-                for item in recent:
-                    args += [repr(item["t"]), f"{item['i']}:{item['v']}"]
-                self._merge_session(keys=list(session_keys(row["entity_id"])), args=args, client=pipe)
-                merged += 1
-            pipe.execute()
-        return merged
+            for first in range(0, sessions.num_rows, _ROWS_PER_CALL):
+                args: list[Any] = list(header)
+                for r in range(first, min(first + _ROWS_PER_CALL, sessions.num_rows)):
+                    products, times, members = c["distinct_products"][r], c["_event_t"][r], c["_event_m"][r]
+                    args += [
+                        window_key(group, c["entity_id"][r]), c["events"][r], c["carts"][r],
+                        repr(c["first_event_time"][r]), repr(c["last_event_time"][r]),
+                        repr(c["_order_t"][r]), c["_order_i"][r], c["user_id"][r], len(products), *products,
+                        len(members),
+                    ]  # fmt: skip
+                    for t, member in zip(times, members):
+                        args += [repr(t), member]
+                self._merge_sessions(args=args, client=pipe)
+            return sum(pipe.execute())
 
     def flag_bots(self, user_ids: Iterable[Any]) -> int:
         """Flag users as bots for BOT_RULE.flag_ttl (re-flagging extends it)."""
@@ -333,6 +630,15 @@ class OnlineStore:
                 pipe.hgetall(window_key(group, entity_id, bucket))
             raw = pipe.execute()
         return [decode_features(group, mapping) if mapping else None for mapping in raw]
+
+    def session_events(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's latest raw events (at most SESSION_EVENTS_KEPT), oldest first.
+
+        Each is a dict of SESSION_EVENT_FIELDS (event_time in epoch seconds; category_id
+        None when unknown). An empty list when the session is unknown or expired.
+        """
+        members = self.client.zrange(session_keys(session_id)[2], 0, -1)
+        return [json.loads(member) for member in members]
 
     def is_bot(self, user_id: Any) -> bool:
         return bool(self.client.exists(bot_key(user_id)))

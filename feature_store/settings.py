@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     # --- API -------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the API and the web page.")
+    api_artifact_poll_seconds: float = Field(
+        30.0, gt=0, description="How often the API looks for new artifact versions and swaps them in."
+    )
+    api_candidate_pool: int = Field(
+        200, ge=1, description="ALS candidates scored per request before filtering and reranking."
+    )
+    api_redis_timeout_seconds: float = Field(
+        0.5, gt=0, description="Connect/read timeout of the API's Redis calls: past it, the API falls back."
+    )
+    api_publish_timeout_seconds: float = Field(
+        5.0, gt=0, description="How long POST /events waits for the broker to acknowledge before answering 503."
+    )
 
     # --- Native stack ---------------------------------------------------------
     run_dir: Path = Field(PROJECT_ROOT / ".run", description="Logs and PID files of the native stack.")

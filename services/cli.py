@@ -176,7 +176,7 @@ def up(
 
 @app.command()
 def down() -> None:
-    """Stop everything `clickrec up` started (the streaming job, then the services), by PID."""
+    """Stop everything `clickrec up` started (the API and the streaming job, then the services), by PID."""
     from services.stack import bootstrap, native
 
     settings = get_settings()
@@ -215,6 +215,31 @@ def stream(
 
 
 @app.command()
+def api(
+    host: Annotated[Optional[str], typer.Option(help="Interface to bind (default: the API_HOST setting).")] = None,
+    port: Annotated[
+        Optional[int], typer.Option(min=1, max=65535, help="Port to listen on (default: the API_PORT setting).")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (FastAPI under uvicorn): recommendations, similar and popular products, POST /events,
+    purchase probability, analytics, /ready and /metrics. Interactive docs at http://HOST:PORT/docs.
+
+    It loads the latest artifacts at start and picks up new versions every
+    API_ARTIFACT_POLL_SECONDS without a restart. Ctrl-C (or SIGTERM) stops it.
+    """
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "services.api.app:create_app",
+        factory=True,
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command()
 def seed() -> None:
     """Generate and replay the demo dataset, only if the clicks topic is empty and DEMO_DATA is on."""
     from producer.topics import ensure_topics
@@ -233,4 +258,7 @@ app.add_typer(train_app, name="train")
 from spark_jobs.purchase_model.cli import purchase_model_command  # noqa: E402
 
 train_app.command("purchase-model")(purchase_model_command)
+from spark_jobs.ranker.cli import ranker_command  # noqa: E402
+
+train_app.command("ranker")(ranker_command)
 app.command("evaluate")(evaluate_command)

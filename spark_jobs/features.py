@@ -208,6 +208,16 @@ def batch_features(events: DataFrame, group: FeatureGroup) -> DataFrame:
     return window_features(dedupe(events), group)
 
 
+def batch_session_events(events: DataFrame, keep: int) -> DataFrame:
+    """The offline recomputation of each session's latest `keep` raw events (what
+    `OnlineStore.session_events` returns): deduplicated, with their rank, 1 = the latest."""
+    from pyspark.sql import Window as W
+
+    latest_first = W.partitionBy("user_session").orderBy(F.col("event_time").desc(), F.col("event_id").desc())
+    ranked = dedupe(events).where(F.col("user_session").isNotNull()).withColumn("rank", F.row_number().over(latest_first))
+    return ranked.where(F.col("rank") <= keep)
+
+
 # --- partial aggregates, merged into Redis by the stream ---------------------------
 
 

@@ -1,17 +1,22 @@
 """`clickrec stream`: Spark Structured Streaming from Kafka into Redis (and the lake).
 
-Two queries over the same topic, each with its own checkpoint under CHECKPOINT_DIR:
+One query reads the clicks topic once (checkpoint CHECKPOINT_DIR/stream) and parses
+it; its `foreachBatch` collects each micro-batch to the driver as Arrow and:
 
-- ``windows``: parse -> watermark -> drop repeated event ids -> the sliding
-  two-minute user and product windows in ONE stateful aggregation (update mode)
-  -> HSET of each updated window's full totals (idempotent) and bot flags;
-- ``events``: parse -> watermark -> drop repeated event ids -> per micro-batch:
-  append to the lake (Parquet by date, files named by batch id: idempotent),
-  merge session and hourly / daily product partials into Redis (Lua scripts that
-  skip a batch applied before), record freshness.
+1. drops repeated event ids: within the batch, then those seen in an earlier batch
+   (`OnlineStore.first_seen`: ids are remembered in Redis for DEDUP_TTL, with the
+   batch that had them, so a batch Spark re-runs keeps its own events);
+2. appends the events to the lake (Parquet by date, files named by batch id: idempotent);
+3. aggregates the batch with Arrow (`spark_jobs.partials`) and merges the partials
+   into Redis with Lua scripts that apply each `<query id>:<batch id>` once per key:
+   the two-minute user and product windows (per 20-s pane, merged into every window
+   that contains it), the sessions with their latest raw events, the hourly and daily
+   product counters; flags bots.
 
-Both log every batch id with its rows, duration and lag, and store them in Redis
-(`fs:v1:stream:<query>`) where the API's metrics read them.
+No streaming state: no watermark, no state store. Each batch logs its id, rows,
+duration and lag, and records them in Redis for the API's metrics, per stage:
+`fs:v1:stream:windows` (the two-minute windows) and `fs:v1:stream:events` (lake,
+sessions, counters).
 """
 
 from __future__ import annotations
@@ -24,8 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 
 from feature_store.definitions import (
     BOT_RULE,
@@ -39,7 +45,8 @@ from feature_store.definitions import (
 from feature_store.lake import Lake
 from feature_store.online import OnlineStore
 from feature_store.settings import Settings
-from spark_jobs.features import multi_window_features, parse_events, partial_features, split_groups
+from spark_jobs import partials
+from spark_jobs.features import parse_events
 from spark_jobs.kafka_source import KafkaSource
 from spark_jobs.session import spark_session
 
@@ -47,27 +54,28 @@ log = logging.getLogger(__name__)
 
 WINDOW_GROUPS = (USER_2M, PRODUCT_2M)
 MERGED_GROUPS = (PRODUCT_1H, PRODUCT_1D)
+QUERY = "stream"
 
 
 @dataclass(frozen=True, kw_only=True)
 class StreamOptions:
     trigger_seconds: float = 1.0
-    watermark: str = "1 minute"
     max_rows_per_batch: int = 500_000
+    max_rows_per_task: int = 100_000  # a batch's Kafka ranges are split into Spark tasks of at most this
 
 
 def read_events(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
-    """Typed, watermarked, deduplicated click events from the clicks topic."""
+    """Typed click events from the clicks topic (deduplicated later, per batch: see `process_batch`)."""
     spark.dataSource.register(KafkaSource)
     records = (
         spark.readStream.format("clickrec_kafka")
         .option("bootstrap", settings.kafka_bootstrap)
         .option("topic", settings.clicks_topic)
         .option("maxRowsPerBatch", str(options.max_rows_per_batch))
+        .option("maxRowsPerPartition", str(options.max_rows_per_task))
         .load()
     )
-    events = parse_events(records).withWatermark("event_time", options.watermark)
-    return events.dropDuplicatesWithinWatermark(["event_id"])
+    return parse_events(records)
 
 
 def _writer_id(checkpoint: Path) -> str:
@@ -79,17 +87,16 @@ def _writer_id(checkpoint: Path) -> str:
         return f"checkpoint:{checkpoint}"
 
 
-def _record(store: OnlineStore, query: str, batch_id: int, rows: int, started: float, oldest_ingest: float | None) -> None:
+def _record(store: OnlineStore, stage: str, batch_id: int, rows: int, seconds: float, oldest_ingest: float | None) -> None:
     now = time.time()
     stats = {
         "batch_id": batch_id,
         "input_rows": rows,
-        "duration_s": round(now - started, 3),
+        "duration_s": round(seconds, 3),
         "lag_s": round(now - oldest_ingest, 3) if oldest_ingest else "",
         "written_at": round(now, 3),
     }
-    store.record_batch(query, stats)
-    log.info("%s batch %d: %d rows in %.2f s, lag %s s", query, batch_id, rows, stats["duration_s"], stats["lag_s"])
+    store.record_batch(stage, stats)
 
 
 def horizon(settings: Settings, group: FeatureGroup) -> float:
@@ -104,88 +111,79 @@ def horizon(settings: Settings, group: FeatureGroup) -> float:
     return time.time() - reach
 
 
-def _rows(frame: DataFrame) -> list[dict]:
-    """A small Spark result as plain dicts (through Arrow: much faster than Row objects)."""
-    return frame.toArrow().to_pylist()
+def process_batch(
+    table: pa.Table, batch_id: int, *, store: OnlineStore, lake: Lake, writer: str, settings: Settings
+) -> dict[str, float]:
+    """Everything one micro-batch writes (see the module docstring); returns seconds per step."""
+    clock = time.perf_counter()
+    steps: dict[str, float] = {}
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        steps[step] = now - clock
+        clock = now
+
+    events = partials.dedupe_batch(table)
+    if events.num_rows:
+        keep = store.first_seen(events.column("event_id").to_pylist(), writer, batch_id)
+        if not all(keep):
+            events = events.filter(pa.array(keep))
+    lap("dedupe")
+    lake.write_batch(partials.lake_rows(events), batch_id)
+    lap("lake")
+    events = partials.in_order(events)
+    for group in WINDOW_GROUPS:
+        since = horizon(settings, group)
+        _, bots = store.merge_windows(group, partials.pane_partials(events, group, since), writer, batch_id, since)
+        if bots:
+            store.flag_bots(bots)
+            log.warning("flagged %d users as bots (over %d events in two minutes)", len(bots), BOT_RULE.max_events)
+    lap("windows")
+    store.merge_sessions(partials.session_partials(events, since=horizon(settings, SESSION_FEATURES)), writer, batch_id)
+    for group in MERGED_GROUPS:
+        store.merge_counts(group, partials.bucket_counts(events, group, since=horizon(settings, group)), writer, batch_id)
+    lap("events")
+    return steps
 
 
-def window_sink(settings: Settings) -> Callable[[DataFrame, int], None]:
-    """foreachBatch of the ``windows`` query: HSET the updated windows, flag bots."""
-    store = OnlineStore.from_url(settings.redis_url)
-
-    def write(batch: DataFrame, batch_id: int) -> None:
-        started = time.time()
-        batch.persist()
-        try:
-            rows = 0
-            for name, frame in split_groups(batch, WINDOW_GROUPS).items():
-                group = USER_2M if name == USER_2M.name else PRODUCT_2M
-                recent = frame.where(F.col("window_end") >= F.lit(horizon(settings, group)).cast("timestamp"))
-                records = _rows(recent)
-                rows += store.write_windows(group, records)
-                if group is USER_2M:
-                    bots = [r["entity_id"] for r in records if (r["events"] or 0) > BOT_RULE.max_events]
-                    if bots:
-                        store.flag_bots(bots)
-                        log.warning("flagged %d users as bots (over %d events in two minutes)", len(bots), BOT_RULE.max_events)
-            newest = batch.agg(F.max("_last_ingest")).first()[0] if rows else None
-            _record(store, "windows", batch_id, rows, started, newest.timestamp() if newest else None)
-        finally:
-            batch.unpersist()
-
-    return write
-
-
-def event_sink(settings: Settings, checkpoint: Path) -> Callable[[DataFrame, int], None]:
-    """foreachBatch of the ``events`` query: the lake, sessions, hourly and daily counters."""
+def sink(settings: Settings, checkpoint: Path) -> Callable[[DataFrame, int], None]:
+    """The query's foreachBatch: collect the batch as Arrow once, then `process_batch`."""
     store = OnlineStore.from_url(settings.redis_url)
     lake = Lake(settings.lake_url, settings)
 
     def write(batch: DataFrame, batch_id: int) -> None:
-        started = time.time()
-        writer = _writer_id(checkpoint)
-        batch.persist()
-        try:
-            table = batch.drop("ingest_time").toArrow()
-            lake.write_batch(table, batch_id)
-            sessions = partial_features(batch, SESSION_FEATURES)
-            cutoff = horizon(settings, SESSION_FEATURES)
-            store.merge_sessions(_rows(sessions.where(F.col("last_event_time") >= cutoff)), writer, batch_id)
-            for group in MERGED_GROUPS:
-                buckets = partial_features(batch, group)
-                ends = F.col("window_start") + group.length.total_seconds()
-                store.merge_counts(group, _rows(buckets.where(ends >= horizon(settings, group))), writer, batch_id)
-            oldest = batch.agg(F.min("ingest_time")).first()[0] if table.num_rows else None
-            _record(store, "events", batch_id, table.num_rows, started, oldest.timestamp() if oldest else None)
-        finally:
-            batch.unpersist()
+        started = time.perf_counter()
+        table = batch.toArrow()
+        collected = time.perf_counter() - started
+        steps = process_batch(table, batch_id, store=store, lake=lake, writer=_writer_id(checkpoint), settings=settings)
+        rows = table.num_rows
+        oldest = pc.min(table.column("ingest_time")).as_py() if rows else None
+        oldest_ingest = oldest.timestamp() if oldest else None
+        _record(store, "windows", batch_id, rows, collected + steps["dedupe"] + steps["windows"], oldest_ingest)
+        _record(store, "events", batch_id, rows, collected + steps["dedupe"] + steps["lake"] + steps["events"], oldest_ingest)
+        lag = f"{time.time() - oldest_ingest:.2f}" if oldest_ingest else "-"
+        log.info(
+            "batch %d: %d rows in %.2f s (collect %.2f, %s), lag %s s",
+            batch_id, rows, time.perf_counter() - started, collected,
+            ", ".join(f"{k} {v:.2f}" for k, v in steps.items()), lag,
+        )  # fmt: skip
 
     return write
 
 
 def start(spark: SparkSession, settings: Settings, options: StreamOptions = StreamOptions()) -> list:
-    """Start both queries; returns them (StreamingQuery objects)."""
-    checkpoints = Path(settings.checkpoint_dir)
-    events = read_events(spark, settings, options)
-    windows = multi_window_features(events, WINDOW_GROUPS)
-    trigger = {"processingTime": f"{options.trigger_seconds} seconds"}
-    window_query = (
-        windows.writeStream.queryName("windows")
-        .outputMode("update")
-        .option("checkpointLocation", str(checkpoints / "windows"))
-        .trigger(**trigger)
-        .foreachBatch(window_sink(settings))
-        .start()
-    )
-    event_query = (
+    """Start the streaming query; returns it in a list (StreamingQuery objects)."""
+    checkpoint = Path(settings.checkpoint_dir) / QUERY
+    query = (
         read_events(spark, settings, options)
-        .writeStream.queryName("events")
-        .option("checkpointLocation", str(checkpoints / "events"))
-        .trigger(**trigger)
-        .foreachBatch(event_sink(settings, checkpoints / "events"))
+        .writeStream.queryName(QUERY)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(processingTime=f"{options.trigger_seconds} seconds")
+        .foreachBatch(sink(settings, checkpoint))
         .start()
     )
-    return [window_query, event_query]
+    return [query]
 
 
 def run_to_end(queries: list) -> None:

@@ -1,9 +1,11 @@
 """`clickrec up`: the native stack plus a first dataset, so a newcomer's first call answers.
 
 1. bring every native service up (idempotent, see `native.up`);
-2. when the clicks topic is empty and DEMO_DATA is on, generate a small
+2. start the project's own processes (`APPS`: the streaming job, the API) and
+   wait for their health checks;
+3. when the clicks topic is empty and DEMO_DATA is on, generate a small
    synthetic dataset and replay it with `--rebase-time now`;
-3. return a report: what runs where, and the next commands to try.
+4. return a report: what runs where (with the API's URL), and the next commands to try.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -69,10 +75,6 @@ def seed_if_empty(settings: Settings) -> str:
     return seed_demo_data(settings)
 
 
-#: The project's own long-running processes, started after the infrastructure.
-APPS = ("stream",)
-
-
 def stream_healthy(settings: Settings) -> bool:
     """The streaming job beats its heart in Redis (see spark_jobs.stream.run)."""
     from feature_store.online import OnlineStore
@@ -84,37 +86,84 @@ def stream_healthy(settings: Settings) -> bool:
     return beat is not None and time.time() - beat < 15
 
 
-def start_apps(settings: Settings, timeout: float) -> list[native.ServiceStatus]:
-    """Start the streaming job (once) and wait for its heartbeat."""
-    supervisor = Supervisor(Path(settings.run_dir))
-    current = supervisor.state("stream")
+def api_url(settings: Settings) -> str:
+    """Where the API answers (a wildcard bind is reached on 127.0.0.1)."""
+    host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+    return f"http://{host}:{settings.api_port}"
+
+
+def api_healthy(settings: Settings) -> bool:
+    """The API answers GET /health."""
+    try:
+        with urllib.request.urlopen(api_url(settings) + "/health", timeout=1.0) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass(frozen=True)
+class App:
+    """One of the project's own long-running processes: its `clickrec` subcommand and health check."""
+
+    name: str
+    command: tuple[str, ...]
+    endpoint: Callable[[Settings], str]
+    healthy: Callable[[Settings], bool]
+    what: str  # for messages: "the streaming job"
+
+
+#: The project's own long-running processes, started after the infrastructure, in this order.
+APPS: tuple[App, ...] = (
+    App("stream", ("stream",), lambda s: "Spark local[*]", stream_healthy, "the streaming job"),
+    App("api", ("api",), api_url, api_healthy, "the API"),
+)
+
+
+def _start_app(app: App, settings: Settings, supervisor: Supervisor, timeout: float) -> native.ServiceStatus:
+    current = supervisor.state(app.name)
     action = "already running"
     if current.state is not ProcessState.RUNNING:
         if current.state is ProcessState.CRASHED:
-            supervisor.stop("stream")
-        supervisor.start("stream", [str(Path(sys.executable).parent / "clickrec"), "stream"], cwd=settings.run_dir)
+            supervisor.stop(app.name)
+        supervisor.start(app.name, [str(Path(sys.executable).parent / "clickrec"), *app.command], cwd=settings.run_dir)
         action = "started"
     deadline = time.monotonic() + timeout
-    while not stream_healthy(settings):
-        if supervisor.state("stream").state is not ProcessState.RUNNING:
-            raise StackError(f"the streaming job exited; see {supervisor.log_path('stream')}")
+    while not app.healthy(settings):
+        if supervisor.state(app.name).state is not ProcessState.RUNNING:
+            raise StackError(f"{app.what} exited; see {supervisor.log_path(app.name)}")
         if time.monotonic() > deadline:
-            raise StackError(f"the streaming job did not start in {timeout:.0f} s; see {supervisor.log_path('stream')}")
+            raise StackError(f"{app.what} did not start in {timeout:.0f} s; see {supervisor.log_path(app.name)}")
         time.sleep(0.5)  # polling a health check, with a deadline
-    pid = supervisor.state("stream").pid
-    return [native.ServiceStatus("stream", "running", pid, "Spark local[*]", True, action)]
+    pid = supervisor.state(app.name).pid
+    return native.ServiceStatus(app.name, "running", pid, app.endpoint(settings), True, action)
+
+
+def start_apps(settings: Settings, timeout: float) -> list[native.ServiceStatus]:
+    """Start each app that is not running (once) and wait for its health check."""
+    supervisor = Supervisor(Path(settings.run_dir))
+    return [_start_app(app, settings, supervisor, timeout) for app in APPS]
 
 
 def stop_apps(settings: Settings) -> list[native.ServiceStatus]:
-    before = Supervisor(Path(settings.run_dir)).stop("stream")
-    return [native.ServiceStatus("stream", "stopped", before.pid, "Spark local[*]", False, "stopped" if before.pid else "")]
+    """Stop the apps, last started first."""
+    supervisor = Supervisor(Path(settings.run_dir))
+    rows = []
+    for app in reversed(APPS):
+        before = supervisor.stop(app.name)
+        rows.append(native.ServiceStatus(app.name, "stopped", before.pid, app.endpoint(settings), False,
+                                         "stopped" if before.pid else ""))  # fmt: skip
+    return rows
 
 
 def app_status(settings: Settings) -> list[native.ServiceStatus]:
-    current = Supervisor(Path(settings.run_dir)).state("stream")
-    running = current.state is ProcessState.RUNNING
-    healthy = running and stream_healthy(settings)
-    return [native.ServiceStatus("stream", current.state.value, current.pid, "Spark local[*]", healthy, detail=current.detail)]
+    supervisor = Supervisor(Path(settings.run_dir))
+    rows = []
+    for app in APPS:
+        current = supervisor.state(app.name)
+        healthy = current.state is ProcessState.RUNNING and app.healthy(settings)
+        rows.append(native.ServiceStatus(app.name, current.state.value, current.pid, app.endpoint(settings), healthy,
+                                         detail=current.detail))  # fmt: skip
+    return rows
 
 
 def up(settings: Settings, timeout: float = 90.0) -> str:
@@ -127,7 +176,10 @@ def up(settings: Settings, timeout: float = 90.0) -> str:
             "",
             seed_if_empty(settings),
             "",
+            f"API: {api_url(settings)}  (docs: {api_url(settings)}/docs, readiness: {api_url(settings)}/ready)",
+            "",
             "next:",
+            f"  curl {api_url(settings)}/popular?k=5         # best sellers (after `clickrec train candidates`)",
             "  .venv/bin/clickrec peek                      # the newest click events in Kafka",
             "  .venv/bin/clickrec replay ../shared/data/opencdp-2019-Oct-head.csv --rebase-time now",
             "  .venv/bin/clickrec status                    # every service and job, its PID and health",

@@ -43,7 +43,23 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def format_report(temporal: TemporalResult | None, sessions: Sequence[SessionResult], source: str) -> str:
+def ranker_section(manifest: dict[str, Any]) -> str:
+    """The latest ranker's held-out table (its own protocol: queries at cutoffs inside the test period)."""
+    test = manifest["metrics"]["test"]
+    line = manifest["timeline"]
+    rows = [(name, test[name]["ndcg@10"], test[name]["recall@20"], test[name]["hr@10"], test[name]["queries"])
+            for name in ("reranked", "als", "popular")]  # fmt: skip
+    return (
+        f"Reranker (ranker version in the artifact store), held out from {line['test_start']}: "
+        f"(user, cutoff) queries inside the test period, relevant = what the user touched in the next "
+        f"{manifest['dataset']['horizon'] / 60:.0f} min; reranked NDCG@10 = {test['reranked']['ndcg_vs_als']:.2f}x the ALS order\n"
+        + _table(["order", "NDCG@10", "Recall@20", "HR@10", "queries"], rows)
+    )
+
+
+def format_report(
+    temporal: TemporalResult | None, sessions: Sequence[SessionResult], source: str, ranker: dict[str, Any] | None = None
+) -> str:
     parts = []
     if temporal is not None:
         k = temporal.k
@@ -65,7 +81,20 @@ def format_report(temporal: TemporalResult | None, sessions: Sequence[SessionRes
             rows.append((f"{name} [published]", "whole 2019-Oct (42M events): different scale", "-", ndcg, hr, "T4Rec paper"))
         parts.append("Next item in a session (Transformers4Rec protocol: last item, full catalogue)")
         parts.append(_table(["model", "data", "sessions", "NDCG@20", "HR@20", "split"], rows))
+    if ranker is not None:
+        parts.append(ranker_section(ranker))
     return "\n\n".join(parts)
+
+
+def latest_ranker(settings: Settings, source: str) -> dict[str, Any] | None:
+    """The latest ranker's manifest when it was trained on the same `source` (else None)."""
+    from feature_store.artifacts import ArtifactNotFound
+
+    try:
+        manifest = open_artifacts(settings).read_json("ranker", "manifest.json")
+    except ArtifactNotFound:
+        return None
+    return manifest if manifest.get("source") == source else None
 
 
 def run_evaluation(
@@ -108,7 +137,8 @@ def run_evaluation(
         if not sessions_csv.exists():
             raise ValueError(f"{sessions_csv} does not exist")
         sessions.append(evaluate_sessions(load_events(settings, from_csv=sessions_csv), sessions_csv.name))
-    text = format_report(temporal, sessions, source)
+    ranker = latest_ranker(settings, str(from_csv or settings.lake_url))
+    text = format_report(temporal, sessions, source, ranker)
     metrics: dict[str, Any] = {
         "kind": KIND,
         "source": str(from_csv or settings.lake_url),
@@ -118,6 +148,7 @@ def run_evaluation(
             "models": {s.model: {**s.metrics, "seconds": s.train_seconds, "note": s.note} for s in temporal.scores},
         },
         "sessions": [asdict(s) for s in sessions],
+        "ranker": {"version": ranker.get("version"), "test": ranker["metrics"]["test"]} if ranker else None,
         "published_reference": {
             "note": "Transformers4Rec paper, whole October 2019 (different scale; not comparable)",
             "figures": {name: {"ndcg@20": ndcg, "hr@20": hr} for name, ndcg, hr in REFERENCE_FIGURES},

@@ -156,7 +156,7 @@ def publish(model: RankerModel, artifacts: Artifacts, extra: Mapping[str, Any] |
     }
     with artifacts.new_version(KIND) as version:
         version.put_bytes(MODEL_FILE, bytes(model.booster.save_raw("json")))
-        version.put_json(MANIFEST_FILE, manifest)
+        version.put_json(MANIFEST_FILE, {**manifest, "version": version.version})
     model.version = version.version
     return version.version
 

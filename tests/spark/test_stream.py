@@ -6,18 +6,27 @@ import math
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import redis
+from pyspark.sql import functions as F
 
 from feature_store.definitions import GROUPS, FeatureGroup, Window
 from feature_store.lake import Lake
-from feature_store.online import OnlineStore, decode_features, session_keys, window_key
+from feature_store.online import (
+    SESSION_EVENT_FIELDS,
+    SESSION_EVENTS_KEPT,
+    OnlineStore,
+    decode_features,
+    session_keys,
+    window_key,
+)
 from feature_store.settings import Settings
 from producer.publisher import Publisher
 from producer.replay import ReplayOptions, replay
 from producer.topics import ensure_topics
 from spark_jobs import stream
-from spark_jobs.features import batch_features
+from spark_jobs.features import batch_features, batch_session_events
 from tests.services import unique_topic_name
 
 pytestmark = pytest.mark.integration
@@ -87,6 +96,21 @@ def assert_online_equals_offline(spark, settings: Settings) -> dict[str, int]:
     return checked
 
 
+def assert_session_events_equal_offline(spark, settings: Settings) -> int:
+    """Every session's raw events in Redis: exactly the latest SESSION_EVENTS_KEPT of the lake's, oldest first."""
+    events = spark.createDataFrame(Lake(settings.lake_url, settings).read().to_pandas())
+    expected: dict[str, list[dict]] = {}
+    for row in batch_session_events(events, SESSION_EVENTS_KEPT).orderBy("user_session", F.desc("rank")).collect():
+        event = {name: row[name] for name in SESSION_EVENT_FIELDS}
+        event["event_time"] = event["event_time"].timestamp()
+        expected.setdefault(row["user_session"], []).append(event)
+    store = OnlineStore.from_url(settings.redis_url)
+    mismatches = [(sid, len(want)) for sid, want in expected.items() if store.session_events(sid) != want]
+    assert not mismatches, f"session events: {len(mismatches)} of {len(expected)} sessions differ, e.g. {mismatches[:5]}"
+    assert store.session_events("no-such-session") == []
+    return len(expected)
+
+
 @needs_sample
 def test_redis_holds_exactly_the_batch_recomputation(spark, settings: Settings) -> None:
     _replay(settings)
@@ -95,6 +119,7 @@ def test_redis_holds_exactly_the_batch_recomputation(spark, settings: Settings) 
     assert Lake(settings.lake_url, settings).read().num_rows > 17_000
     checked = assert_online_equals_offline(spark, settings)
     assert checked["session"] == 5_066  # every session of the sample
+    assert assert_session_events_equal_offline(spark, settings) == 5_066
 
 
 @needs_sample
@@ -113,3 +138,43 @@ def test_a_restart_from_the_checkpoint_loses_nothing_and_counts_nothing_twice(sp
     queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
     stream.run_to_end(queries)
     assert_online_equals_offline(spark, settings)
+    assert_session_events_equal_offline(spark, settings)
+
+
+@needs_sample
+def test_a_re_run_batch_and_events_sent_twice_count_once(spark, settings: Settings, monkeypatch) -> None:
+    # Without Kafka: the sample's events (typed, as the query hands them over) in three batches.
+    # Batch 1 repeats 500 events of batch 0 (published twice); batch 1 fails half-way (after
+    # the windows, before the sessions) and is run again, as Spark re-runs a failed batch.
+    from feature_store.lake import events_from_csv
+
+    table = pa.concat_tables(events_from_csv(SAMPLE))
+    now = time.time()
+    shift = pa.scalar(int((now - 60) * 1e6) - pa.compute.max(table["event_time"]).value, pa.duration("us"))
+    table = table.set_column(0, "event_time", pa.compute.add(table["event_time"], shift))
+    table = table.append_column("ingest_time", pa.array([None] * table.num_rows, pa.timestamp("us", tz="UTC")))
+    third = table.num_rows // 3
+    batches = [table.slice(0, third), pa.concat_tables([table.slice(third, third), table.slice(0, 500)]),
+               table.slice(2 * third)]  # fmt: skip
+    store = OnlineStore.from_url(settings.redis_url)
+    lake = Lake(settings.lake_url, settings)
+    run = {"store": store, "lake": lake, "writer": "query-1", "settings": settings}
+
+    stream.process_batch(batches[0], 0, **run)
+    merge_sessions = store.merge_sessions
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the driver died here")
+
+    monkeypatch.setattr(store, "merge_sessions", crash)
+    with pytest.raises(RuntimeError):
+        stream.process_batch(batches[1], 1, **run)
+    monkeypatch.setattr(store, "merge_sessions", merge_sessions)
+    stream.process_batch(batches[1], 1, **run)  # the re-run
+    stream.process_batch(batches[1], 1, **run)  # and once more: still nothing twice
+    stream.process_batch(batches[2], 2, **run)
+
+    assert lake.read().num_rows == len(set(table["event_id"].to_pylist()))  # each event once in the lake
+    checked = assert_online_equals_offline(spark, settings)
+    assert checked["session"] == 5_066
+    assert_session_events_equal_offline(spark, settings)

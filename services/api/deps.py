@@ -1,0 +1,49 @@
+"""FastAPI dependencies as named `Annotated` aliases; the objects live on `app.state` (set by the lifespan).
+
+Tests swap any of them with `app.dependency_overrides[get_store] = ...`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from feature_store.online import OnlineStore
+from feature_store.settings import Settings
+from services.api.metrics import Metrics
+from services.api.publishing import EventSink
+from services.api.registry import Registry, Snapshot
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_registry(request: Request) -> Registry:
+    return request.app.state.registry
+
+
+def get_snapshot(request: Request) -> Snapshot:
+    """The artifacts of this request: read once, so one request never mixes two versions."""
+    return request.app.state.registry.snapshot
+
+
+def get_store(request: Request) -> OnlineStore:
+    return request.app.state.store
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_sink(request: Request) -> EventSink:
+    return request.app.state.sink
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
+SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
+StoreDep = Annotated[OnlineStore, Depends(get_store)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+SinkDep = Annotated[EventSink, Depends(get_sink)]

@@ -1,0 +1,281 @@
+"""GET /recommendations at the edge: read the online signals, build each source's step, walk the chain.
+
+The decisions (order, skips, scoring, reasons) are the pure functions of
+`services.api.recommend`; this module only fetches what they need from Redis
+and the loaded artifacts, and turns the answer into the response.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+
+from feature_store.definitions import SESSION_FEATURES, USER_2M, USER_PROFILE
+from feature_store.online import OnlineStore
+from services.api import recommend as rec
+from services.api.errors import ArtifactMissing
+from services.api.metrics import Metrics
+from services.api.recommend import Ranked, Skip, SkipReason, Source
+from services.api.registry import CandidateSet, Snapshot
+from services.api.schemas import Fallback, RecommendedItem, Recommendations
+from spark_jobs.candidates.catalogue import Catalogue
+from spark_jobs.candidates.item_item import ItemNeighbours
+
+log = logging.getLogger(__name__)
+
+#: Popular lists rank best sellers first, then most viewed to fill a short list.
+POPULAR_METRICS = ("purchase", "view")
+#: The neighbours the session path and the ranker use.
+SESSION_NEIGHBOURS = "also_viewed"
+
+
+def rerank_scores(
+    ranker: Any,
+    store: OnlineStore,
+    *,
+    user_id: int,
+    session_id: str | None,
+    candidates: np.ndarray,
+    als_scores: np.ndarray,
+    at: float,
+    catalogue: Catalogue,
+    neighbours: ItemNeighbours,
+) -> np.ndarray:
+    """The one call into `spark_jobs.ranker.serving.Ranker`: one score per candidate (raises RedisError)."""
+    return ranker.rerank(store, user_id=user_id, session_id=session_id, candidates=candidates,
+                         als_scores=als_scores, at=at, catalogue=catalogue, neighbours=neighbours)  # fmt: skip
+
+
+@dataclass
+class OnlineSignals:
+    """What Redis says about the user and the session right now."""
+
+    bot: bool = False
+    profile: dict[str, Any] | None = None
+    user_2m: dict[str, Any] | None = None
+    session: dict[str, Any] | None = None
+    session_purchases: list[int] = field(default_factory=list)
+
+    @property
+    def recent_products(self) -> list[int]:
+        return list((self.session or {}).get("recent_products") or [])
+
+    @property
+    def bought(self) -> set[int]:
+        """Products to leave out: bought recently (user_profile) or in this session."""
+        return {int(p) for p in (self.profile or {}).get("bought_products") or []} | set(self.session_purchases)
+
+
+def read_signals(
+    store: OnlineStore, user_id: int, session_id: str | None, at: float, metrics: Metrics | None = None
+) -> OnlineSignals:
+    """Bot flag, profile, current two-minute window and session (raises redis.RedisError when Redis is down)."""
+    signals = OnlineSignals(
+        bot=store.is_bot(user_id),
+        profile=store.read(USER_PROFILE, user_id, at),
+        user_2m=store.read(USER_2M, user_id, at),
+        session=store.read(SESSION_FEATURES, session_id, at) if session_id else None,
+    )
+    if session_id and signals.session is not None:  # purchases of this very session are not in the profile yet
+        signals.session_purchases = [
+            int(e["product_id"]) for e in store.session_events(session_id) if str(e.get("event_type")) == "purchase"
+        ]
+    if metrics is not None:
+        for group, values in ((USER_PROFILE, signals.profile), (USER_2M, signals.user_2m), (SESSION_FEATURES, signals.session)):
+            metrics.observe_feature(group.name, values, at)
+    return signals
+
+
+class _Request:
+    """The steps of one request; the ALS candidates are computed once and shared by ranker and ALS."""
+
+    def __init__(self, snapshot: Snapshot, store: OnlineStore, *, user_id: int, session_id: str | None,
+                 category: str | None, pool: int, at: float, signals: OnlineSignals | None) -> None:  # fmt: skip
+        assert snapshot.candidates is not None
+        self.snapshot = snapshot
+        self.cands: CandidateSet = snapshot.candidates
+        self.store = store
+        self.user_id, self.session_id, self.category = user_id, session_id, category
+        self.pool, self.at, self.signals = pool, at, signals
+        self.exclude = np.fromiter(sorted(signals.bought), np.int64) if signals and not signals.bot else np.empty(0, np.int64)
+        self.taste = rec.Taste.from_profile(signals.profile if signals else None)
+        self._als: tuple[np.ndarray, np.ndarray] | None = None
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _personal(self) -> OnlineSignals:
+        """The signals, when personalising is allowed (Redis answered, not a bot)."""
+        if self.signals is None:
+            raise Skip(SkipReason.ONLINE_STORE_DOWN)
+        if self.signals.bot:
+            raise Skip(SkipReason.BOT)
+        return self.signals
+
+    def _filtered(self, product_ids: np.ndarray) -> np.ndarray:
+        mask = rec.category_mask(self.cands.category_codes_of(product_ids), self.category) if self.category else None
+        return rec.keep(product_ids, mask, self.exclude)
+
+    def _als_candidates(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._als is None:
+            self._personal()
+            vector = self.cands.user_vector(self.user_id)
+            if vector is None:
+                raise Skip(SkipReason.UNKNOWN_USER)
+            rows, scores = rec.top_by_factors(vector, self.cands.item_factors, self.pool)
+            ids = self.cands.item_product_ids[rows]
+            kept = self._filtered(ids)
+            self._als = (ids[kept], scores[kept].astype(np.float32))
+        if not len(self._als[0]):
+            raise Skip(SkipReason.EMPTY, "no ALS candidate left after the filters")
+        return self._als
+
+    def _personal_ranked(self, ids: np.ndarray, scores: np.ndarray) -> Ranked:
+        infos = self.cands.describe_many(ids)
+        return Ranked(ids, scores, tuple(rec.personal_reason(info, self.taste) for info in infos))
+
+    # --- the steps -----------------------------------------------------------------
+
+    def ranker(self) -> Ranked:
+        if self.snapshot.ranker is None:
+            raise Skip(SkipReason.NO_ARTIFACT, "no ranker artifact")
+        ids, als_scores = self._als_candidates()
+        try:
+            scores = rerank_scores(
+                self.snapshot.ranker, self.store, user_id=self.user_id, session_id=self.session_id, candidates=ids,
+                als_scores=als_scores, at=self.at, catalogue=self.cands.catalogue,
+                neighbours=self.cands.neighbours[SESSION_NEIGHBOURS],
+            )  # fmt: skip
+        except redis.RedisError as error:
+            raise Skip(SkipReason.ONLINE_STORE_DOWN, str(error)) from None
+        except Exception as error:  # a ranker bug must cost the rerank, not the answer
+            log.exception("ranker failed for user %s", self.user_id)
+            raise Skip(SkipReason.FAILED, f"{type(error).__name__}: {error}") from None
+        scores = np.asarray(scores, dtype=np.float64)
+        if scores.shape != ids.shape:
+            raise Skip(SkipReason.FAILED, f"ranker returned {scores.shape} scores for {ids.shape} candidates")
+        order = np.lexsort((np.arange(len(ids)), -scores))  # ties keep the ALS order
+        return self._personal_ranked(ids[order], scores[order])
+
+    def als(self) -> Ranked:
+        ids, scores = self._als_candidates()
+        return self._personal_ranked(ids, scores)
+
+    def session_item_item(self) -> Ranked:
+        signals = self._personal()
+        if not self.session_id:
+            raise Skip(SkipReason.NO_SESSION, "no session_id given")
+        recent = signals.recent_products
+        if not recent:
+            raise Skip(SkipReason.NO_SESSION, "the session has no recent products in the online store")
+        neighbours = self.cands.neighbours[SESSION_NEIGHBOURS]
+        ids, scores, seeds = rec.session_votes(neighbours.similarity, neighbours.item_ids, recent, self.pool)
+        kept = self._filtered(ids)
+        ids, scores, seeds = ids[kept], scores[kept], seeds[kept]
+        seed_info = {int(s): info for s, info in zip(np.unique(seeds).tolist(), self.cands.describe_many(np.unique(seeds)))}
+        return Ranked(ids, scores, tuple(rec.session_reason(int(s), seed_info.get(int(s))) for s in seeds.tolist()))
+
+    def _last_category(self) -> str | None:
+        """The requested category, else the user's latest one (session, two-minute window, profile)."""
+        if self.category:
+            return self.category
+        signals = self._personal()
+        if signals.recent_products:
+            code = self.cands.category_codes_of(np.asarray(signals.recent_products[-1:], np.int64))[0]
+            if code:
+                return code
+        if signals.user_2m and signals.user_2m.get("last_category"):
+            return str(signals.user_2m["last_category"])
+        shares = (signals.profile or {}).get("category_shares") or {}
+        for category_id, _ in sorted(shares.items(), key=lambda kv: -float(kv[1])):
+            code = self.cands.category_codes.get(int(category_id))
+            if code:
+                return code
+        return None
+
+    def _popular(self, category: str | None) -> Ranked:
+        popular = self.cands.popular
+        window = popular.default_window or 0
+        top = popular.top(category=category, window_days=window, metrics=POPULAR_METRICS, k=self.pool, exclude=self.exclude)
+        kept = self._filtered(top.product_ids)
+        reasons = tuple(rec.popular_reason(category, str(m), window) for m in top.metric[kept].tolist())
+        return Ranked(top.product_ids[kept], top.users[kept].astype(np.float32), reasons)
+
+    def category_popular(self) -> Ranked:
+        try:
+            category = self._last_category()
+        except Skip as skip:
+            if skip.reason is SkipReason.BOT:  # a bot's own history says nothing: only a requested category
+                raise Skip(SkipReason.NO_CATEGORY, "no category requested (the user is flagged as a bot)") from None
+            raise
+        if category is None:
+            raise Skip(SkipReason.NO_CATEGORY, "no category requested and none recent for the user")
+        return self._popular(category)
+
+    def global_popular(self) -> Ranked:
+        return self._popular(None)
+
+    def steps(self) -> dict[Source, rec.Step]:
+        return {
+            Source.RANKER: self.ranker,
+            Source.ALS: self.als,
+            Source.SESSION_ITEM_ITEM: self.session_item_item,
+            Source.CATEGORY_POPULAR: self.category_popular,
+            Source.GLOBAL_POPULAR: self.global_popular,
+        }
+
+
+def recommend(
+    snapshot: Snapshot,
+    store: OnlineStore,
+    metrics: Metrics,
+    *,
+    user_id: int,
+    k: int,
+    session_id: str | None = None,
+    category: str | None = None,
+    pool: int = 200,
+    at: float | None = None,
+) -> Recommendations:
+    """Answer one recommendation request from the first source of the chain that can (never a 500 for
+    a missing dependency; `ArtifactMissing` only when there are no candidates at all)."""
+    if snapshot.candidates is None:
+        raise ArtifactMissing(
+            "no candidates artifact is loaded (not even popular lists): run `clickrec train candidates`; "
+            "the API picks the new version up without a restart"
+        )
+    at = time.time() if at is None else at
+    try:
+        signals: OnlineSignals | None = read_signals(store, user_id, session_id, at, metrics)
+    except redis.RedisError as error:
+        log.warning("online store unavailable, answering without it: %s", error)
+        signals = None
+    request = _Request(snapshot, store, user_id=user_id, session_id=session_id, category=category,
+                       pool=max(pool, k), at=at, signals=signals)  # fmt: skip
+    answer = rec.answer(request.steps(), k)
+    metrics.recommendations.labels(source=answer.source.value).inc()
+    for skipped in answer.skipped:
+        metrics.fallbacks.labels(source=skipped.source.value, reason=skipped.reason.value).inc()
+    ranked = answer.ranked
+    infos = snapshot.candidates.describe_many(ranked.product_ids)
+    items = [
+        RecommendedItem(
+            product_id=int(pid), score=float(score), reason=reason,
+            category_code=(info or {}).get("category_code"), brand=(info or {}).get("brand"), price=(info or {}).get("price"),
+        )  # fmt: skip
+        for pid, score, reason, info in zip(ranked.product_ids.tolist(), ranked.scores.tolist(), ranked.reasons, infos)
+    ]
+    return Recommendations(
+        user_id=user_id,
+        session_id=session_id,
+        category=category,
+        source=answer.source,
+        items=items,
+        fallbacks=[Fallback(source=s.source, reason=s.reason.value) for s in answer.skipped],
+        candidates_version=snapshot.candidates.version,
+        model_version=getattr(snapshot.ranker, "version", None) if answer.source is Source.RANKER else None,
+    )

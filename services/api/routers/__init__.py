@@ -1,0 +1,1 @@
+"""One router per concern; each declares its prefix and tags once."""
