@@ -261,4 +261,28 @@ train_app.command("purchase-model")(purchase_model_command)
 from spark_jobs.ranker.cli import ranker_command  # noqa: E402
 
 train_app.command("ranker")(ranker_command)
+
+
+@train_app.command("all")
+def train_all_command(
+    from_csv: Annotated[Optional[Path], typer.Option("--from-csv", help="Read events from this click CSV instead of the lake.")] = None,
+    only_missing: Annotated[bool, typer.Option(help="Skip the jobs whose artifact already has a version.")] = False,
+) -> None:
+    """Every batch job in order: candidates, ranker (+ user profiles into Redis), purchase model, analytics.
+
+    Each publishes a new artifact version; a failed job is reported and the
+    rest still run. `make up` runs this with --only-missing on a fresh stack.
+    """
+    from feature_store.settings import get_settings
+    from spark_jobs.pipeline import STEPS, missing_steps, train_all
+
+    settings = get_settings()
+    steps = tuple(missing_steps(settings)) if only_missing else STEPS
+    if not steps:
+        typer.echo("every artifact has a version: nothing to train")
+        return
+    results = train_all(settings, from_csv=from_csv, steps=steps,
+                        report=lambda r: typer.echo(f"{r.step:<15} {'ok' if r.ok else 'FAILED':<7} {r.seconds:6.1f} s  {r.detail}"))  # fmt: skip
+    if not all(r.ok for r in results):
+        raise typer.Exit(1)
 app.command("evaluate")(evaluate_command)
