@@ -17,10 +17,11 @@ CLICKREC := $(BIN)/clickrec
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-system-deps: ## Install the system packages the native stack needs (redis-server, a JDK for Spark)
+system-deps: ## Install the system packages the native stack and tests need (redis-server, a JDK for Spark, chromium)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null; then \
 	    echo "installing:$$missing"; \
@@ -81,6 +82,7 @@ bench: install ## Run every benchmark in bench/ and record its results (long: ab
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.als_training
 	$(BIN)/python -m bench.analytics
+	$(BIN)/python -m bench.api_latency
 
 clean: down ## Stop the stack and remove generated data, logs and the virtualenv
 	rm -rf .run data $(VENV)

@@ -52,13 +52,27 @@ def synthetic_backlog(rows: int) -> Path:
     return synthetic_file(rows, PROJECT_ROOT / "data" / "bench")
 
 
+def batch_profile(query) -> dict:
+    """Medians over the query's micro-batches (Spark's own timings, ms) and their count."""
+    progress = [p for p in query.recentProgress if p["numInputRows"]]
+    steps = ("triggerExecution", "latestOffset", "queryPlanning", "walCommit", "addBatch", "commitOffsets")
+    return {
+        "batches": len(progress),
+        "median_rows": statistics.median(p["numInputRows"] for p in progress) if progress else 0,
+        **{f"median_{step}_ms": statistics.median(p["durationMs"].get(step, 0) for p in progress) if progress else None
+           for step in steps},
+    }  # fmt: skip
+
+
 def throughput(spark, settings: Settings, rows: int) -> dict:
     publisher = Publisher.from_settings(settings)
     summary = replay(synthetic_backlog(rows), publisher, ReplayOptions(limit=rows, rebase_time="now", progress=False))
     started = time.perf_counter()
-    stream.run_to_end(stream.start(spark, settings, stream.StreamOptions(trigger_seconds=1.0)))
+    queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=1.0))
+    stream.run_to_end(queries)
     seconds = time.perf_counter() - started
-    return {"events": summary.published, "seconds": round(seconds, 1), "events_per_s": round(summary.published / seconds)}
+    return {"events": summary.published, "seconds": round(seconds, 1), "events_per_s": round(summary.published / seconds),
+            **batch_profile(queries[0])}  # fmt: skip
 
 
 def _probe_event(user_id: int, serial: int) -> ClickEvent:
@@ -126,6 +140,7 @@ def freshness(spark, settings: Settings, rate: int, seconds: float) -> dict:
     finally:
         for query in queries:
             query.stop()
+    profile = batch_profile(queries[0])
     latencies.sort()
     return {
         "rate_per_s": rate,
@@ -136,6 +151,7 @@ def freshness(spark, settings: Settings, rate: int, seconds: float) -> dict:
         "p50_s": round(statistics.median(latencies), 3) if latencies else None,
         "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
         "max_s": round(latencies[-1], 3) if latencies else None,
+        **profile,
     }
 
 
@@ -173,10 +189,11 @@ def main() -> None:
             spark.stop()
             native.down(settings)
     record = {
-        "benchmark": "clickrec stream: Kafka (native broker) -> Spark local[*] -> Redis, both queries",
+        "benchmark": "clickrec stream: Kafka (native broker) -> Spark local[*] -> Redis and the lake, one query",
         "command": ".venv/bin/python -m bench.stream",
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
+        "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         **results,
     }
     print(json.dumps(record, indent=2))

@@ -16,6 +16,8 @@ events with ``b - 2 min <= event_time < b``, i.e. everything up to now, and the
 last ``2 min - (b - t)`` of history: between ``2 min - slide`` and 2 min. With the
 default 20 s slide, "the last two minutes" is the last 100 to 120 seconds. An
 entity with no event in that span has no such window: its features are missing.
+(The online store keeps a window as its six ``slide``-long panes and combines them
+when it is read: the same values, see feature_store/README.md.)
 
 Sessions are aggregated over the whole session (no window). Long-horizon product
 counters are tumbling UTC hours and days; the reader takes the current and the

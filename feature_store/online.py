@@ -5,26 +5,30 @@ both go through it; `feature_store/README.md` shows what `redis-cli` displays.
 
 Keys (``v1`` is the layout version; ids are decimal, times epoch seconds):
 
-    fs:v1:user_2m:<user_id>:<window_end>        hash  one sliding window of a user
-    fs:v1:product_2m:<product_id>:<window_end>  hash  one sliding window of a product
+    fs:v1:user_2m:<user_id>:<pane_start>        hash  a user's 20-s pane: partial aggregates
+    fs:v1:user_2m:<user_id>:<pane_start>:<f>    set   the pane's values of a distinct count <f>
+    fs:v1:user_2m:<user_id>:heavy               string the user had a pane of over 20 events lately
+    fs:v1:product_2m:<product_id>:<pane_start>  hash  a product's 20-s pane (and its sets)
     fs:v1:product_1h:<product_id>:<hour_start>  hash  tumbling hour counters
     fs:v1:product_1d:<product_id>:<day_start>   hash  tumbling day counters
     fs:v1:session:<session_id>                  hash  the session so far
     fs:v1:session:<session_id>:products         set   its distinct products
-    fs:v1:session:<session_id>:recent           zset  its latest events (event_id:product_id by time)
+    fs:v1:session:<session_id>:events           zset  its latest 200 raw events (JSON) by time
     fs:v1:user_profile:<user_id>                hash  the user's history (batch-materialized)
+    fs:v1:seen:<event_id>                       string the event was processed (10 min)
     fs:v1:bot:<user_id>                         string flagged as a bot until it expires
-    fs:v1:stream:<query>                        hash  the latest micro-batch of a streaming query
+    fs:v1:stream:<stage>                        hash  the latest micro-batch of the streaming job
 
 Every feature hash holds the group's features (a missing field is a missing
 value, never 0) plus ``_ts``, the epoch time it was written (freshness). Keys
 expire `ttl` (from the definition) after their last write.
 
-Window hashes are written whole (HSET of the window's full totals), so a
-re-run micro-batch writes the same values again: idempotent. Session and
-tumbling hashes are merged from per-batch partials by Lua scripts that record
-the last applied ``<query id>:<batch id>`` and skip a batch applied before: a
-re-run micro-batch is not counted twice.
+The two-minute sliding windows are stored as their panes (``slide`` long) and
+combined when read (`read_many`, in one Lua call per 500 entities): the writer
+merges each event into one pane instead of six windows. Every merge (panes,
+sessions, tumbling buckets) is a Lua script that records the last applied
+``<query id>:<batch id>`` and skips a batch applied before: a re-run micro-batch
+is not counted twice. `first_seen` drops an event id sent again in a later batch.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from feature_store.definitions import (
     HEALTH_GLOBAL_RATE,
     HEALTH_PRIOR_VIEWS,
     SESSION_FEATURES,
+    USER,
     Agg,
     Dtype,
     FeatureGroup,
@@ -175,6 +180,19 @@ def decode_features(group: FeatureGroup, mapping: Mapping[Any, Any]) -> dict[str
 Encoder = Callable[[Mapping[str, list], int, list], None]
 
 
+def _base_key(group: FeatureGroup, entity_id: Any) -> str:
+    return f"{PREFIX}:{group.name}:{entity_id}"
+
+
+def _panes_per_window(group: FeatureGroup) -> tuple[int, int]:
+    """(slide seconds, panes in a window) of a sliding group."""
+    slide = int(group.slide.total_seconds())
+    panes = int(group.length.total_seconds()) // slide
+    if panes * slide != group.length.total_seconds() or not 1 <= panes <= 9:
+        raise ValueError(f"{group.name}: the window must be 1 to 9 slides long")
+    return slide, panes
+
+
 def _window_spec(group: FeatureGroup) -> tuple[str, list[Encoder]]:
     """The merge script's spec of a sliding group and how to append a partial row's values.
 
@@ -254,32 +272,32 @@ end
 return merged
 """
 
-# Merge one batch's per-pane partials into the sliding windows that contain each pane.
-# ARGV: writer, batch, ttl, now, slide, windows, horizon, bot field, bot limit, spec, then
-# per row: the entity's base key, the pane start and the partial values in spec order.
+# Merge one batch's per-pane partials of a sliding group into the pane hashes.
+# ARGV: writer, batch, ttl, now, slide, windows, bot field, bot limit, spec, then per row:
+# the entity's base key, the pane start and the partial values in spec order.
 # The spec is `kind:name` tokens: c count, s float sum, d distinct values (n, v1..vn, kept
-# in the set `<window key>:<name>`), m mean (sum, n), x max ('' = none), t latest time,
-# o order of the latest event (time, event id) followed by l values of that event
-# ('=' .. value, or '' when missing), h:health:<prior>:<rate> the derived health index.
-# A pane belongs to `windows` windows: the slot (1..windows) tells them apart in the
-# guard, so two panes of one window merge in the same batch, each once.
-# Returns the row numbers whose `bot field` exceeds `bot limit` in a written window.
-_MERGE_WINDOWS = """
+# in the set `<pane key>:<name>`), m mean (sum, n: kept as `_<name>_sum`, `_<name>_n`),
+# x max ('' = none), t latest time, o order of the latest event (time, event id) followed
+# by l values of that event ('=' .. value, or '' when missing); h (derived) is for reads.
+# With a bot field, after a merge the script sums it over the `windows` windows that
+# contain the pane and returns the row numbers where one exceeds `bot limit`.
+_MERGE_PANES = """
 local writer, batch, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
-local slide, nwin, horizon = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local bot_field, bot_limit = ARGV[8], tonumber(ARGV[9])
+local slide, nwin = tonumber(ARGV[5]), tonumber(ARGV[6])
+local bot_field, bot_limit = ARGV[7], tonumber(ARGV[8])
 local tag = writer .. ':' .. ARGV[2]
 local spec = {}
-for token in string.gmatch(ARGV[10], '%S+') do
+for token in string.gmatch(ARGV[9], '%S+') do
   local parts = {}
   for part in string.gmatch(token, '[^:]+') do parts[#parts + 1] = part end
   spec[#spec + 1] = parts
 end
 local function fmt(x) return string.format('%.17g', x) end
-local bots, i, row = {}, 11, 0
+local bots, i, row = {}, 10, 0
 while i <= #ARGV do
   row = row + 1
   local base, pane = ARGV[i], tonumber(ARGV[i + 1])
+  local key = base .. ':' .. ARGV[i + 1]
   i = i + 2
   local vals = {}
   for k, f in ipairs(spec) do
@@ -297,88 +315,162 @@ while i <= #ARGV do
       i = i + 1
     end
   end
-  local flagged = false
-  for w = 1, nwin do
-    local wend = pane + slide * w
-    if wend >= horizon then
-      local key = base .. ':' .. string.format('%d', wend)
-      local flat = redis.call('HGETALL', key)
-      local old = {}
-      for j = 1, #flat, 2 do old[flat[j]] = flat[j + 1] end
-      local slot, slots, skip = tostring(w), tostring(w), false
-      if old['_batch'] then
-        local q, b = string.match(old['_batch'], '^(.*):(%d+)$')
-        if q == writer then
-          b = tonumber(b)
-          if b > batch then
-            skip = true
-          elseif b == batch then
-            local seen = old['_slots'] or ''
-            if string.find(seen, slot, 1, true) then skip = true else slots = seen .. slot end
-          end
+  local flat = redis.call('HGETALL', key)
+  local old = {}
+  for j = 1, #flat, 2 do old[flat[j]] = flat[j + 1] end
+  local skip = false
+  if old['_batch'] then
+    local q, b = string.match(old['_batch'], '^(.*):(%d+)$')
+    skip = q == writer and tonumber(b) >= batch
+  end
+  if not skip then
+    local new, gone, newer = {}, {}, false
+    for k, f in ipairs(spec) do
+      local kind, name, v = f[1], f[2], vals[k]
+      if kind == 'c' then
+        new[name] = string.format('%d', tonumber(old[name] or '0') + tonumber(v))
+      elseif kind == 's' then
+        new[name] = fmt(tonumber(old[name] or '0') + tonumber(v))
+      elseif kind == 'd' then
+        if #v > 0 then
+          local set = key .. ':' .. name
+          for j = 1, #v, 1000 do redis.call('SADD', set, unpack(v, j, math.min(j + 999, #v))) end
+          redis.call('EXPIRE', set, ttl)
+        end
+      elseif kind == 'm' then
+        if tonumber(v[2]) > 0 then
+          new['_' .. name .. '_sum'] = fmt(tonumber(old['_' .. name .. '_sum'] or '0') + tonumber(v[1]))
+          new['_' .. name .. '_n'] = string.format('%d', tonumber(old['_' .. name .. '_n'] or '0') + tonumber(v[2]))
+        end
+      elseif kind == 'x' or kind == 't' then
+        if v ~= '' and (not old[name] or tonumber(v) > tonumber(old[name])) then new[name] = v end
+      elseif kind == 'o' then
+        local ot, oi = old['_last_t'], old['_last_i']
+        local t = tonumber(v[1])
+        newer = (not ot) or t > tonumber(ot) or (t == tonumber(ot) and v[2] > oi)
+        if newer then
+          new['_last_t'] = v[1]
+          new['_last_i'] = v[2]
+        end
+      elseif kind == 'l' then
+        if newer then
+          if v == '' then gone[#gone + 1] = name else new[name] = string.sub(v, 2) end
         end
       end
-      if not skip then
-        local new, gone, newer = {}, {}, false
-        for k, f in ipairs(spec) do
-          local kind, name, v = f[1], f[2], vals[k]
-          if kind == 'c' then
-            new[name] = string.format('%d', tonumber(old[name] or '0') + tonumber(v))
-          elseif kind == 's' then
-            new[name] = fmt(tonumber(old[name] or '0') + tonumber(v))
-          elseif kind == 'd' then
-            local set = key .. ':' .. name
-            for j = 1, #v, 1000 do redis.call('SADD', set, unpack(v, j, math.min(j + 999, #v))) end
-            if #v > 0 then redis.call('EXPIRE', set, ttl) end
-            new[name] = tostring(redis.call('SCARD', set))
-          elseif kind == 'm' then
-            if tonumber(v[2]) > 0 then
-              local total = tonumber(old['_' .. name .. '_sum'] or '0') + tonumber(v[1])
-              local n = tonumber(old['_' .. name .. '_n'] or '0') + tonumber(v[2])
-              new['_' .. name .. '_sum'] = fmt(total)
-              new['_' .. name .. '_n'] = string.format('%d', n)
-              new[name] = fmt(total / n)
-            end
-          elseif kind == 'x' or kind == 't' then
-            if v ~= '' and (not old[name] or tonumber(v) > tonumber(old[name])) then new[name] = v end
-          elseif kind == 'o' then
-            local ot, oi = old['_' .. name .. '_t'], old['_' .. name .. '_i']
-            local t = tonumber(v[1])
-            newer = (not ot) or t > tonumber(ot) or (t == tonumber(ot) and v[2] > oi)
-            if newer then
-              new['_' .. name .. '_t'] = v[1]
-              new['_' .. name .. '_i'] = v[2]
-            end
-          elseif kind == 'l' then
-            if newer then
-              if v == '' then gone[#gone + 1] = name else new[name] = string.sub(v, 2) end
-            end
-          elseif kind == 'h' then
-            local views = tonumber(new['views'] or old['views'] or '0')
-            local carts = tonumber(new['carts'] or old['carts'] or '0')
-            local purchases = tonumber(new['purchases'] or old['purchases'] or '0')
-            local prior, rate = tonumber(f[3]), tonumber(f[4])
-            new[name] = fmt((carts + purchases + prior * rate) / (views + prior))
-          end
-        end
-        new['_batch'], new['_slots'], new['_ts'] = tag, slots, now
-        local fields = {}
-        for name, value in pairs(new) do
-          fields[#fields + 1] = name
-          fields[#fields + 1] = value
-        end
-        if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
-        redis.call('HSET', key, unpack(fields))
-        redis.call('EXPIRE', key, ttl)
-        if bot_field ~= '' and not flagged and tonumber(new[bot_field] or old[bot_field] or '0') > bot_limit then
+    end
+    new['_batch'], new['_ts'] = tag, now
+    local fields = {}
+    for name, value in pairs(new) do
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
+    end
+    if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+    redis.call('HSET', key, unpack(fields))
+    redis.call('EXPIRE', key, ttl)
+    -- Over the limit in a window of nwin panes means a pane with more than limit / nwin:
+    -- such a pane leaves a marker, and windows are summed only near one.
+    local heavy = base .. ':heavy'
+    if bot_field ~= '' and tonumber(new[bot_field] or old[bot_field] or '0') * nwin > bot_limit then
+      redis.call('SET', heavy, '1', 'EX', ttl)
+    end
+    if bot_field ~= '' and redis.call('EXISTS', heavy) == 1 then
+      local counts = {}
+      for k = 1 - nwin, nwin - 1 do
+        counts[k] = tonumber(redis.call('HGET', base .. ':' .. string.format('%d', pane + slide * k), bot_field) or '0')
+      end
+      for w = 0, nwin - 1 do
+        local total = 0
+        for k = w - nwin + 1, w do total = total + counts[k] end
+        if total > bot_limit then
           bots[#bots + 1] = row
-          flagged = true
+          break
         end
       end
     end
   end
 end
 return bots
+"""
+
+# The sliding windows ending at `end` of many entities, each combined from its panes
+# (see _MERGE_PANES for the spec). ARGV: end, slide, windows, spec, then base keys.
+# Returns per entity a flat field/value list (empty when no pane has events).
+_READ_WINDOWS = """
+local wend, slide, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local spec = {}
+for token in string.gmatch(ARGV[4], '%S+') do
+  local parts = {}
+  for part in string.gmatch(token, '[^:]+') do parts[#parts + 1] = part end
+  spec[#spec + 1] = parts
+end
+local function fmt(x) return string.format('%.17g', x) end
+local out = {}
+for e = 5, #ARGV do
+  local panes = {}
+  for w = 1, nwin do
+    local key = ARGV[e] .. ':' .. string.format('%d', wend - slide * w)
+    local flat = redis.call('HGETALL', key)
+    if #flat > 0 then
+      local h = {}
+      for j = 1, #flat, 2 do h[flat[j]] = flat[j + 1] end
+      h['_key'] = key
+      panes[#panes + 1] = h
+    end
+  end
+  local result = {}
+  if #panes > 0 then
+    local latest, ts = nil, 0
+    for _, h in ipairs(panes) do
+      if h['_last_t'] then
+        local t = tonumber(h['_last_t'])
+        if not latest or t > tonumber(latest['_last_t'])
+            or (t == tonumber(latest['_last_t']) and h['_last_i'] > latest['_last_i']) then latest = h end
+      end
+      ts = math.max(ts, tonumber(h['_ts'] or '0'))
+    end
+    local values = {}
+    for _, f in ipairs(spec) do
+      local kind, name = f[1], f[2]
+      local value = nil
+      if kind == 'c' or kind == 's' then
+        local total = 0
+        for _, h in ipairs(panes) do total = total + tonumber(h[name] or '0') end
+        value = (kind == 'c') and string.format('%d', total) or fmt(total)
+        values[name] = total
+      elseif kind == 'd' then
+        local keys = {}
+        for _, h in ipairs(panes) do keys[#keys + 1] = h['_key'] .. ':' .. name end
+        value = tostring(#redis.call('SUNION', unpack(keys)))
+      elseif kind == 'm' then
+        local total, n = 0, 0
+        for _, h in ipairs(panes) do
+          total = total + tonumber(h['_' .. name .. '_sum'] or '0')
+          n = n + tonumber(h['_' .. name .. '_n'] or '0')
+        end
+        if n > 0 then value = fmt(total / n) end
+      elseif kind == 'x' or kind == 't' then
+        local best = nil
+        for _, h in ipairs(panes) do
+          if h[name] and (not best or tonumber(h[name]) > tonumber(best)) then best = h[name] end
+        end
+        value = best
+      elseif kind == 'l' then
+        if latest then value = latest[name] end
+      elseif kind == 'h' then
+        local prior, rate = tonumber(f[3]), tonumber(f[4])
+        value = fmt((values['carts'] + values['purchases'] + prior * rate) / (values['views'] + prior))
+      end
+      if value then
+        result[#result + 1] = name
+        result[#result + 1] = value
+      end
+    end
+    result[#result + 1] = '_ts'
+    result[#result + 1] = fmt(ts)
+  end
+  out[#out + 1] = result
+end
+return out
 """
 
 # Merge one batch's per-session partials. ARGV: writer, batch, ttl, now, n (recent
@@ -445,14 +537,16 @@ return merged
 
 # Which events of a batch were seen before: `SET <seen key> <writer>:<batch> NX EX ttl` per
 # event id. A key holding this very batch's tag is the batch's own first attempt (a re-run):
-# not a duplicate. ARGV: tag, ttl, then the seen keys. Returns the 0-based positions of
-# the duplicates.
+# not a duplicate. ARGV: tag, ttl, key prefix, the ids one per line (one argument: far less
+# client work than one argument per id). Returns the 0-based positions of the duplicates.
 _FIRST_SEEN = """
-local tag, ttl, dups = ARGV[1], ARGV[2], {}
-for i = 3, #ARGV do
-  if not redis.call('SET', ARGV[i], tag, 'NX', 'EX', ttl) then
-    if redis.call('GET', ARGV[i]) ~= tag then dups[#dups + 1] = i - 3 end
+local tag, ttl, prefix, dups, i = ARGV[1], ARGV[2], ARGV[3], {}, 0
+for id in string.gmatch(ARGV[4], '[^\\n]+') do
+  local key = prefix .. id
+  if not redis.call('SET', key, tag, 'NX', 'EX', ttl) then
+    if redis.call('GET', key) ~= tag then dups[#dups + 1] = i end
   end
+  i = i + 1
 end
 return dups
 """
@@ -464,7 +558,8 @@ class OnlineStore:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._merge_counts = client.register_script(_MERGE_COUNTS)
-        self._merge_windows = client.register_script(_MERGE_WINDOWS)
+        self._merge_panes = client.register_script(_MERGE_PANES)
+        self._read_windows = client.register_script(_READ_WINDOWS)
         self._merge_sessions = client.register_script(_MERGE_SESSIONS)
         self._first_seen = client.register_script(_FIRST_SEEN)
 
@@ -501,52 +596,42 @@ class OnlineStore:
         """
         keep = [True] * len(event_ids)
         tag = f"{writer[:8]}:{batch_id}"
+        if any(not e or "\n" in e for e in event_ids):
+            raise ValueError("event ids must be non-empty and on one line")
         with self.client.pipeline(transaction=False) as pipe:
             starts = range(0, len(event_ids), _IDS_PER_CALL)
             for start in starts:
-                keys = [seen_key(e) for e in event_ids[start : start + _IDS_PER_CALL]]
-                self._first_seen(args=[tag, DEDUP_TTL, *keys], client=pipe)
+                ids = "\n".join(event_ids[start : start + _IDS_PER_CALL])
+                self._first_seen(args=[tag, DEDUP_TTL, seen_key(""), ids], client=pipe)
             for start, dups in zip(starts, pipe.execute()):
                 for position in dups:
                     keep[start + position] = False
         return keep
 
-    def merge_windows(
-        self,
-        group: FeatureGroup,
-        panes: pa.Table,
-        writer: str,
-        batch_id: int,
-        horizon: float = 0.0,
-        now: float | None = None,
+    def merge_panes(
+        self, group: FeatureGroup, panes: pa.Table, writer: str, batch_id: int, now: float | None = None
     ) -> tuple[int, list[Any]]:
-        """Merge one batch's per-pane partials (spark_jobs.partials) into the sliding windows.
+        """Merge one batch's per-pane partials of a sliding group (spark_jobs.partials), once per (writer, batch).
 
-        Each pane of ``slide`` seconds belongs to ``length / slide`` windows: every one of
-        them that ends at or after `horizon` gets the pane's partial, once per (writer,
-        batch). Returns the panes merged and, for USER_2M, the users over BOT_RULE.
+        Returns the panes written and, for a user group, the users now over BOT_RULE in
+        one of the windows that contain a merged pane.
         """
         now = time.time() if now is None else now
-        slide = int(group.slide.total_seconds())
-        windows = int(group.length.total_seconds()) // slide
-        if windows * slide != group.length.total_seconds() or windows > 9:
-            raise ValueError(f"{group.name}: the window must be 1 to 9 slides long")
+        slide, windows = _panes_per_window(group)
         spec, encoders = _window_spec(group)
-        bot_field, bot_limit = ("events", BOT_RULE.max_events) if group.entity.name == "user" else ("", 0)
-        header = [writer, batch_id, int(group.ttl.total_seconds()), repr(now), slide, windows, repr(float(horizon)),
-                  bot_field, bot_limit, spec]  # fmt: skip
+        bot_field, bot_limit = ("events", BOT_RULE.max_events) if group.entity is USER else ("", 0)
+        header = [writer, batch_id, int(group.ttl.total_seconds()), repr(now), slide, windows, bot_field, bot_limit, spec]
         columns = {name: panes.column(name).to_pylist() for name in panes.column_names}
         entities, starts = columns["entity_id"], columns["pane_start"]
         calls = []
         with self.client.pipeline(transaction=False) as pipe:
             for first in range(0, panes.num_rows, _ROWS_PER_CALL):
-                rows = range(first, min(first + _ROWS_PER_CALL, panes.num_rows))
                 args: list[Any] = list(header)
-                for r in rows:
-                    args += [f"{PREFIX}:{group.name}:{entities[r]}", int(starts[r])]
+                for r in range(first, min(first + _ROWS_PER_CALL, panes.num_rows)):
+                    args += [_base_key(group, entities[r]), int(starts[r])]
                     for encode in encoders:
                         encode(columns, r, args)
-                self._merge_windows(args=args, client=pipe)
+                self._merge_panes(args=args, client=pipe)
                 calls.append(first)
             results = pipe.execute()
         bots = sorted({entities[first + row - 1] for first, rows in zip(calls, results) for row in rows})
@@ -623,13 +708,43 @@ class OnlineStore:
 
     def read_many(self, group: FeatureGroup, entity_ids: Sequence[Any], at: float | None = None) -> list[dict[str, Any] | None]:
         """Like `read` for many entities in one round trip."""
-        at = time.time() if at is None else at
-        bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
+        return self.read_groups([(group, entity_ids, at)])[0]
+
+    def read_groups(
+        self, requests: Sequence[tuple[FeatureGroup, Sequence[Any], float | None]]
+    ) -> list[list[dict[str, Any] | None]]:
+        """Several `read_many(group, ids, at)` in ONE round trip (the ranker's request path)."""
+        now = time.time()
+        decoders: list[tuple[FeatureGroup, int, bool]] = []  # (group, replies queued, combined windows?)
         with self.client.pipeline(transaction=False) as pipe:
-            for entity_id in entity_ids:
-                pipe.hgetall(window_key(group, entity_id, bucket))
-            raw = pipe.execute()
-        return [decode_features(group, mapping) if mapping else None for mapping in raw]
+            for group, entity_ids, at in requests:
+                at = now if at is None else at
+                if group.window is Window.SLIDING:
+                    slide, windows = _panes_per_window(group)
+                    spec, _ = _window_spec(group)
+                    end = bucket_for_read(group, at)
+                    calls = 0
+                    for first in range(0, len(entity_ids), _ROWS_PER_CALL):
+                        keys = [_base_key(group, e) for e in entity_ids[first : first + _ROWS_PER_CALL]]
+                        self._read_windows(args=[end, slide, windows, spec, *keys], client=pipe)
+                        calls += 1
+                    decoders.append((group, calls, True))
+                else:
+                    bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
+                    for entity_id in entity_ids:
+                        pipe.hgetall(window_key(group, entity_id, bucket))
+                    decoders.append((group, len(entity_ids), False))
+            replies = pipe.execute()
+        out, position = [], 0
+        for group, count, combined in decoders:
+            chunk = replies[position : position + count]
+            position += count
+            if combined:  # one script reply per 500 entities, a flat field/value list each
+                flats = [flat for reply in chunk for flat in reply]
+                out.append([decode_features(group, dict(zip(f[::2], f[1::2]))) if f else None for f in flats])
+            else:
+                out.append([decode_features(group, mapping) if mapping else None for mapping in chunk])
+        return out
 
     def session_events(self, session_id: str) -> list[dict[str, Any]]:
         """The session's latest raw events (at most SESSION_EVENTS_KEPT), oldest first.

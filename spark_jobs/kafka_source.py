@@ -114,6 +114,7 @@ class _EndProbe:
         self.topic = topic
         self.timeout = timeout
         self._known: dict[int, int] = {}
+        self.inexact: set[int] = set()  # partitions whose last `true_ends` is a lower bound (see there)
         self._consumer = Consumer(
             {
                 **_client_config(bootstrap, extra),
@@ -138,16 +139,28 @@ class _EndProbe:
     def earliest(self, partitions: Sequence[int]) -> dict[int, int]:
         return {p: self.watermarks(p)[0] for p in partitions}
 
-    def true_ends(self, partitions: Sequence[int]) -> dict[int, int]:
-        """The true log end of each partition (the offset the next record will get)."""
+    def true_ends(self, partitions: Sequence[int], *, chase: bool = False) -> dict[int, int]:
+        """The true log end of each partition (the offset the next record will get).
+
+        A partition written to without pause may never report its end: every fetch
+        brings the newest records. With `chase`, such a partition ends, after one
+        second of fetching, past the last record seen from the remembered end (a lower
+        bound of its true end: every offset below it exists); `inexact` then names it.
+        """
         listed = {p: self.watermarks(p)[1] for p in partitions}
         start = {p: max(listed[p], self._known.get(p, 0)) for p in partitions}
-        ends = self._fetch_to_eof(start, timeout=1.0)
+        ends, seen = self._fetch_to_eof(start, timeout=1.0)
+        self.inexact = set()
+        if chase:
+            for p in partitions:
+                if p not in ends and seen.get(p, -1) > start[p]:
+                    ends[p] = seen[p]
+                    self.inexact.add(p)
         missing = [p for p in partitions if p not in ends]
         if missing:
             # Fetching from a remembered end past the log end gets no EOF (the log was
             # reset): the listed high watermark is always <= the true end, so retry from there.
-            ends.update(self._fetch_to_eof({p: listed[p] for p in missing}, timeout=self.timeout))
+            ends.update(self._fetch_to_eof({p: listed[p] for p in missing}, timeout=self.timeout)[0])
         missing = [p for p in partitions if p not in ends]
         if missing:
             raise TimeoutError(
@@ -156,10 +169,12 @@ class _EndProbe:
         self._known.update(ends)
         return ends
 
-    def _fetch_to_eof(self, start: Mapping[int, int], timeout: float) -> dict[int, int]:
+    def _fetch_to_eof(self, start: Mapping[int, int], timeout: float) -> tuple[dict[int, int], dict[int, int]]:
+        """(ends reported by EOF, 1 + the last offset seen) of each partition, fetching from `start`."""
         consumer = self._consumer
         consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
         ends: dict[int, int] = {}
+        seen: dict[int, int] = {}
         deadline = time.monotonic() + timeout
         try:
             while len(ends) < len(start) and time.monotonic() < deadline:
@@ -167,14 +182,15 @@ class _EndProbe:
                 for msg in consumer.consume(num_messages=10_000, timeout=0.01):
                     err = msg.error()
                     if err is None:
-                        continue  # a record of the tail batch: the EOF that follows carries the end
-                    if err.code() == KafkaError._PARTITION_EOF:
+                        # A record of the tail batch: the EOF that follows carries the end.
+                        seen[msg.partition()] = max(seen.get(msg.partition(), 0), msg.offset() + 1)
+                    elif err.code() == KafkaError._PARTITION_EOF:
                         ends[msg.partition()] = msg.offset()
                     else:
                         raise KafkaException(err)
         finally:
             consumer.unassign()
-        return ends
+        return ends, seen
 
     def close(self) -> None:
         self._consumer.close()
@@ -235,7 +251,10 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
     def latestOffset(self, start: Offsets, limit: ReadLimit) -> Offsets:
         partitions = self.probe.partitions()
-        ends = self.probe.true_ends(partitions)
+        ends = self.probe.true_ends(partitions, chase=True)
+        for p in self.probe.inexact:
+            # A lower bound proves no reset: never read it as one (and never go backwards).
+            ends[p] = max(ends[p], start.get(_key(p), 0))
         if self._target is not None:
             # Trigger.AvailableNow: nothing written after prepareForTriggerAvailableNow.
             ends = {p: min(e, self._target[p]) for p, e in ends.items() if p in self._target}
@@ -260,7 +279,10 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         # A batch re-planned after a restart may name offsets the broker no longer has (its log
         # was reset since): reading them would wait forever. Skip such a range; the next
         # latestOffset() then sees the checkpoint past the log end and resumes from earliest.
-        log_end = self.probe.true_ends(sorted(ends))
+        log_end = self.probe.true_ends(sorted(ends), chase=True)
+        unproven = [p for p in self.probe.inexact if ends[p] > log_end[p]]
+        if unproven:  # a lower bound short of the planned end proves nothing: ask for the exact end
+            log_end.update(self.probe.true_ends(unproven))
         ranges = []
         for p in sorted(ends):
             lo, hi = begin[p], ends[p]
@@ -368,15 +390,8 @@ def read_range(
     """Read offsets ``[part.start, part.end)`` of one partition; stop early, with a warning, if the log ends first."""
     if part.end <= part.start:
         return
-    consumer = Consumer(
-        {
-            **_client_config(bootstrap, extra or {}),
-            # Fewer, larger fetches for backlogs; error (not silently jump) if the start is gone.
-            "max.partition.fetch.bytes": 8 * 1024 * 1024,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "auto.offset.reset": "error",
-        }
-    )
+    key, consumer = _borrow(bootstrap, extra or {})
+    reusable = False
     topic, partition, end = part.topic, part.partition, part.end
     last = part.start - 1  # the last offset read so far
     last_progress = time.monotonic()
@@ -392,7 +407,9 @@ def read_range(
                     if err is None:
                         records.append(msg)
                     elif err.code() == KafkaError._PARTITION_EOF:
-                        if msg.offset() < end:
+                        # Only an end inside the rest of the range truncates it: an EOF at or
+                        # before where we are can only be left over from an earlier range.
+                        if max(last, part.start) < msg.offset() < end:
                             truncated_at = msg.offset()
                     elif err.code() in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
                         truncated_at = last + 1  # the start offset is gone
@@ -400,11 +417,15 @@ def read_range(
                         raise KafkaException(err)
                 msgs = records
             if msgs:
-                # One partition, in offset order: anything at or past `end` is the tail.
+                # One partition, in offset order: anything at or past `end` is the tail (and
+                # anything before the start, fetched for an earlier range of a reused consumer).
                 offsets = [m.offset() for m in msgs]
                 if offsets[-1] >= end:
                     cut = bisect.bisect_left(offsets, end)
                     msgs, offsets = msgs[:cut], offsets[:cut]
+                if offsets and offsets[0] <= last:
+                    cut = bisect.bisect_right(offsets, last)
+                    msgs, offsets = msgs[cut:], offsets[cut:]
             if msgs:
                 # Comprehensions, not a per-message loop of appends: this is the hot path.
                 keys = [m.key() for m in msgs]
@@ -427,8 +448,45 @@ def read_range(
                     f"topic {topic} partition {partition}: no records for {stall_timeout:.0f} s "
                     f"at offset {last + 1} of [{part.start}, {end}); is the broker up?"
                 )
+        reusable = True
+    except GeneratorExit:  # Spark stopped reading early: the consumer is fine
+        reusable = True
+        raise
     finally:
-        consumer.close()
+        _give_back(key, consumer, reusable)
+
+
+#: Range consumers kept by a Python worker between tasks (Spark reuses its workers): a new
+#: consumer per task and micro-batch costs a connection and a metadata round trip, which
+#: a live stream with a 1-s trigger pays every second.
+_CONSUMERS: dict[tuple, Consumer] = {}
+
+
+def _borrow(bootstrap: str, extra: Mapping[str, str]) -> tuple[tuple, Consumer]:
+    key = (bootstrap, tuple(sorted(extra.items())))
+    consumer = _CONSUMERS.pop(key, None)
+    if consumer is None:
+        consumer = Consumer(
+            {
+                **_client_config(bootstrap, extra),
+                # Fewer, larger fetches for backlogs; error (not silently jump) if the start is gone.
+                "max.partition.fetch.bytes": 8 * 1024 * 1024,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "auto.offset.reset": "error",
+            }
+        )
+    return key, consumer
+
+
+def _give_back(key: tuple, consumer: Consumer, reusable: bool) -> None:
+    if reusable and key not in _CONSUMERS:
+        try:
+            consumer.unassign()
+            _CONSUMERS[key] = consumer
+            return
+        except KafkaException:
+            pass
+    consumer.close()
 
 
 class KafkaSource(DataSource):

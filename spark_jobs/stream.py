@@ -135,7 +135,7 @@ def process_batch(
     events = partials.in_order(events)
     for group in WINDOW_GROUPS:
         since = horizon(settings, group)
-        _, bots = store.merge_windows(group, partials.pane_partials(events, group, since), writer, batch_id, since)
+        _, bots = store.merge_panes(group, partials.pane_partials(events, group, since), writer, batch_id)
         if bots:
             store.flag_bots(bots)
             log.warning("flagged %d users as bots (over %d events in two minutes)", len(bots), BOT_RULE.max_events)

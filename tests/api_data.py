@@ -200,4 +200,4 @@ def write_live(store: OnlineStore, events: list[ClickEvent]) -> None:
     ordered = partials.in_order(partials.dedupe_batch(table))
     batch = next(_batches)
     store.merge_sessions(partials.session_partials(ordered), "api-test", batch)
-    store.merge_windows(USER_2M, partials.pane_partials(ordered, USER_2M), "api-test", batch)
+    store.merge_panes(USER_2M, partials.pane_partials(ordered, USER_2M), "api-test", batch)

@@ -33,7 +33,7 @@ from services.api import errors
 from services.api.metrics import Metrics
 from services.api.publishing import EventSink
 from services.api.registry import Registry
-from services.api.routers import analytics, events, health, products, recommendations, sessions, users
+from services.api.routers import analytics, events, health, live, products, recommendations, sessions, users, web
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ Recommendations come from a declared fallback chain (ranker -> ALS -> session
 item-item -> category popular -> global popular); every answer names the
 source that produced it, and a missing dependency costs a fallback, not an
 error. `/ready` shows each dependency, `/metrics` is Prometheus.
+
+The same server serves the web pages: the shop at `/`, the dashboard at
+`/dashboard` and the user lookup at `/lookup` (see web/README.md).
 """
 
 
@@ -127,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 time.perf_counter() - started
             )
 
-    for module in (recommendations, products, users, sessions, events, analytics, health):
+    for module in (recommendations, products, users, sessions, events, analytics, live, health, web):
         app.include_router(module.router)
+    web.mount_static(app)
     return app

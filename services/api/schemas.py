@@ -172,3 +172,76 @@ class Readiness(BaseModel):
     serving: bool
     checks: dict[str, dict[str, Any]]
     artifacts: dict[str, dict[str, Any]]
+
+
+class ProductCard(ProductInfo):
+    name: str = Field(description='A display name made of brand, category and id, e.g. "Samsung smartphone #1002099".')
+    views: int = Field(description="Views of the product in the candidates' data.")
+    purchases: int = Field(description="Purchases of the product in the candidates' data.")
+
+
+class ProductList(BaseModel):
+    category: str | None
+    q: str | None
+    total: int = Field(description="Products that match (before `offset` and `k`).")
+    offset: int
+    items: list[ProductCard] = Field(description="Most purchased first, then most viewed, then by id.")
+    candidates_version: str
+
+
+class CategoryCount(BaseModel):
+    category_code: str
+    products: int = Field(description="Products of the catalogue in this exact category.")
+    purchases: int = Field(description="Their purchases in the candidates' data.")
+
+
+class Categories(BaseModel):
+    categories: list[CategoryCount] = Field(description="Every category code, most products first.")
+    uncategorised: int = Field(description="Products without a category code.")
+    candidates_version: str
+
+
+class StreamQueryStats(BaseModel):
+    batch_id: int | None = None
+    input_rows: int | None = None
+    duration_s: float | None = None
+    lag_s: float | None = Field(None, description="Seconds from the batch's oldest broker timestamp to its write.")
+    written_at: float | None = None
+    age_s: float | None = Field(None, description="Seconds since the batch was written.")
+
+
+class TrendingProduct(ProductInfo):
+    name: str
+    views: int
+    carts: int
+    purchases: int
+    distinct_users: int
+    activity: float = Field(description="Views, carts and purchases weighted like the `activity` feature (ACTIVITY_WEIGHTS).")
+
+
+class GroupFreshness(BaseModel):
+    group: str
+    entities: int = Field(description="Entities with a current window.")
+    newest_write_age_s: float | None = Field(description="Seconds since the newest write of the group (`_ts`).")
+
+
+class ArtifactState(BaseModel):
+    version: str | None
+    latest: str | None
+    loaded_at: float | None
+    error: str | None
+
+
+class LiveSummary(BaseModel):
+    at: float = Field(description="When the summary was computed (epoch seconds).")
+    events_per_s: float | None = Field(description="Events per second over the current two-minute user windows.")
+    events_2m: int = Field(description="Events in the current two-minute user windows.")
+    active_users_2m: int = Field(description="Users with an event in the last two minutes.")
+    scan_truncated: bool = Field(description="True when the key scan stopped at its cap (the counts are lower bounds).")
+    stream: dict[str, StreamQueryStats] = Field(description="The latest micro-batch of each streaming stage.")
+    heartbeat_age_s: float | None = Field(description="Seconds since the streaming job's last heartbeat (null: never).")
+    trending: list[TrendingProduct] = Field(description="The most active products of the last two minutes.")
+    freshness: list[GroupFreshness]
+    artifacts: dict[str, ArtifactState]
+    offline_metrics: dict[str, Any] = Field(description="Per artifact kind, the evaluation its job stored with it.")
+    online_store_error: str | None = Field(None, description="Why the live figures are empty (Redis down), if so.")

@@ -1,8 +1,9 @@
 """The ranker at request time: read the online features the model was trained on, score the candidates.
 
-`read_inputs` makes every Redis read a request needs in ONE pipeline (the
+`read_inputs` makes every Redis read a request needs in ONE round trip (the
 user's two-minute window, the session, the profile, and five product groups for
-every candidate), with the same bucket choice as `OnlineStore.read_many`;
+every candidate) through `OnlineStore.read_groups`, so the values and buckets
+are exactly what `OnlineStore.read_many` returns;
 `Ranker.rerank` turns them into `candidate_features` and scores them. A Redis
 outage raises `redis.RedisError`: the API's fallback chain takes over.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from feature_store.artifacts import Artifacts
 from feature_store.definitions import PRODUCT_1D, PRODUCT_1H, PRODUCT_2M, SESSION_FEATURES, USER_2M, USER_PROFILE, FeatureGroup
-from feature_store.online import OnlineStore, bucket_for_read, decode_features, window_key
+from feature_store.online import OnlineStore
 from spark_jobs.candidates.catalogue import Catalogue
 from spark_jobs.candidates.item_item import ItemNeighbours
 from spark_jobs.ranker import model as ranker_model
@@ -43,31 +44,15 @@ def read_inputs(
     catalogue: Catalogue,
     neighbours: ItemNeighbours,
 ) -> RankInputs:
-    """Everything `candidate_features` needs, read from Redis in one round trip."""
+    """Everything `candidate_features` needs, read from Redis in one round trip (`OnlineStore.read_groups`)."""
     ids = candidates.tolist()
-    keys = [window_key(USER_2M, user_id, bucket_for_read(USER_2M, at)), window_key(USER_PROFILE, user_id)]
-    if session_id:
-        keys.append(window_key(SESSION_FEATURES, session_id))
-    for _, group, back in PRODUCT_READS:
-        bucket = bucket_for_read(group, at - back)
-        keys += [window_key(group, p, bucket) for p in ids]
-    with store.client.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hgetall(key)
-        raw = pipe.execute()
-
-    def decoded(group: FeatureGroup, mapping) -> dict | None:
-        return decode_features(group, mapping) if mapping else None
-
-    user_2m, profile = decoded(USER_2M, raw[0]), decoded(USER_PROFILE, raw[1])
-    session = decoded(SESSION_FEATURES, raw[2]) if session_id else None
-    offset = 3 if session_id else 2
-    per_product = {}
-    for name, group, _ in PRODUCT_READS:
-        per_product[name] = [decoded(group, m) for m in raw[offset : offset + len(ids)]]
-        offset += len(ids)
-    return RankInputs(at=at, candidates=candidates, als_scores=als_scores, user_2m=user_2m, session=session,
-                      profile=profile, catalogue=catalogue, neighbours=neighbours, **per_product)  # fmt: skip
+    requests = [(USER_2M, [user_id], at), (USER_PROFILE, [user_id], at), (SESSION_FEATURES, [session_id] if session_id else [], at)]
+    requests += [(group, ids, at - back) for _, group, back in PRODUCT_READS]
+    (user_2m,), (profile,), session, *per_product = store.read_groups(requests)
+    return RankInputs(at=at, candidates=candidates, als_scores=als_scores, user_2m=user_2m,
+                      session=session[0] if session else None, profile=profile, catalogue=catalogue,
+                      neighbours=neighbours,
+                      **{name: rows for (name, _, _), rows in zip(PRODUCT_READS, per_product)})  # fmt: skip
 
 
 @dataclass(eq=False)

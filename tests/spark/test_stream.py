@@ -62,13 +62,27 @@ def _same(expected, got) -> bool:
     return expected == got
 
 
-def _online(store: OnlineStore, group: FeatureGroup, row: dict) -> dict | None:
-    if group.window is Window.SESSION:
-        mapping = store.client.hgetall(session_keys(row["entity_id"])[0])
-    else:
-        bucket = row["window_end"] if group.window is Window.SLIDING else row["window_start"]
-        mapping = store.client.hgetall(window_key(group, row["entity_id"], bucket))
-    return decode_features(group, mapping) if mapping else None
+def _online(store: OnlineStore, group: FeatureGroup, rows: list[dict]) -> list[dict | None]:
+    """What Redis holds for each expected row: sliding windows through the reader the API uses
+    (`read_many` at a time inside the window's last slide), the others straight from their hash."""
+    if group.window is Window.SLIDING:
+        by_end: dict[float, list[int]] = {}
+        for i, row in enumerate(rows):
+            by_end.setdefault(row["window_end"].timestamp(), []).append(i)
+        found: list[dict | None] = [None] * len(rows)
+        for end, indices in by_end.items():
+            at = end - group.slide.total_seconds() / 2
+            for i, features in zip(indices, store.read_many(group, [rows[i]["entity_id"] for i in indices], at)):
+                found[i] = features
+        return found
+    keys = [
+        session_keys(row["entity_id"])[0] if group.window is Window.SESSION else window_key(group, row["entity_id"], row["window_start"])
+        for row in rows
+    ]
+    with store.client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+        return [decode_features(group, mapping) if mapping else None for mapping in pipe.execute()]
 
 
 def assert_online_equals_offline(spark, settings: Settings) -> dict[str, int]:
@@ -80,8 +94,7 @@ def assert_online_equals_offline(spark, settings: Settings) -> dict[str, int]:
         expected = [r.asDict() for r in batch_features(events, group).collect()]
         assert expected, group.name
         mismatches = []
-        for row in expected:
-            online = _online(store, group, row)
+        for row, online in zip(expected, _online(store, group, expected)):
             if online is None:
                 mismatches.append((row["entity_id"], "missing"))
                 continue

@@ -1,0 +1,127 @@
+"""End to end on the real sample: replay -> stream -> train -> API, then a live click changes the answer.
+
+Everything is real: the broker, the Spark streaming job (running the whole
+time), Redis, the batch jobs writing artifacts, and the FastAPI app. The live
+cart event goes in through `POST /events` like the web shop's, travels through
+Kafka and the stream into Redis, and the next `/recommendations` call for that
+user and session must rank differently, within seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from feature_store.definitions import SESSION_FEATURES
+from feature_store.lake import Lake
+from feature_store.online import OnlineStore
+from feature_store.settings import Settings
+from producer.publisher import Publisher
+from producer.replay import ReplayOptions, replay
+from producer.topics import ensure_topics
+from services.api.app import create_app
+from spark_jobs import stream
+from spark_jobs.candidates.job import CandidateParams, train_candidates
+from spark_jobs.ranker.dataset import DatasetParams
+from spark_jobs.ranker.job import RankerJobParams, train_ranker
+from spark_jobs.ranker.model import XGBParams
+from tests.builders import SAMPLE, needs_sample
+from tests.services import unique_topic_name
+
+pytestmark = pytest.mark.integration
+
+#: The sample's events crowd into 40 minutes: batch periods of 8 minutes, labels over the next 10.
+RANKER = RankerJobParams(
+    dataset=DatasetParams(candidates=CandidateParams(progress=False), refresh=timedelta(minutes=8), train_periods=2,
+                          cutoffs_per_period=6, horizon=timedelta(minutes=10), max_users_per_cutoff=200),
+    xgb=XGBParams(num_boost_round=80),
+    progress=False,
+)  # fmt: skip
+
+
+def eventually(check, timeout: float, interval: float = 0.2):
+    """Poll `check()` until it returns something truthy, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"not true within {timeout} s"
+        time.sleep(interval)
+
+
+@pytest.fixture
+def settings(stack: Settings, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    topic = unique_topic_name(request.node.name)
+    configured = stack.model_copy(update={
+        "clicks_topic": topic,
+        "dlq_topic": topic + ".dlq",
+        "checkpoint_dir": tmp_path / "checkpoints",
+        "lake_url": f"file://{tmp_path / 'lake'}",
+        "artifacts_url": f"file://{tmp_path / 'artifacts'}",
+        "api_artifact_poll_seconds": 3600.0,
+    })  # fmt: skip
+    ensure_topics(configured.kafka_bootstrap, {configured.clicks_topic: 3, configured.dlq_topic: 1})
+    redis.Redis.from_url(configured.redis_url).flushdb()
+    return configured
+
+
+def _items(answer: dict) -> list[int]:
+    return [item["product_id"] for item in answer["items"]]
+
+
+@needs_sample
+def test_a_live_cart_event_changes_the_users_recommendations_within_seconds(spark, settings: Settings) -> None:
+    replay(SAMPLE, Publisher.from_settings(settings), ReplayOptions(progress=False, rebase_time="now"))
+    queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
+    try:
+        for query in queries:
+            query.processAllAvailable()
+        events = Lake(settings.lake_url, settings).read()
+        assert events.num_rows > 17_000
+        train_candidates(settings, CandidateParams(progress=False))
+        result = train_ranker(settings, RANKER, spark=spark)
+        assert result.metrics["test"]["reranked"]["queries"] > 0
+
+        # the most active user of the sample, in their latest session
+        user = Counter(events["user_id"].to_pylist()).most_common(1)[0][0]
+        mine = events.filter(pc.equal(events["user_id"], user)).sort_by("event_time")
+        session = mine["user_session"][-1].as_py()
+        url = f"/recommendations/{user}?k=10&session_id={session}"
+        with TestClient(create_app(settings)) as client:
+            before = client.get(url.replace("k=10", "k=50")).json()
+            assert before["source"] == "ranker", before
+            top = _items(before)[:10]
+            # cart a product the ranker put outside the top 10
+            product = _items(before)[20]
+            row = next(item for item in before["items"] if item["product_id"] == product)
+            event = {
+                "event_time": datetime.now(UTC).isoformat(), "event_type": "cart", "product_id": product,
+                "category_code": row.get("category_code"), "brand": row.get("brand"), "price": row.get("price") or 1.0,
+                "user_id": user, "user_session": session,
+            }  # fmt: skip
+            posted = time.monotonic()
+            assert client.post("/events", json=event).status_code == 202
+
+            def changed() -> dict | None:
+                answer = client.get(url).json()
+                return answer if _items(answer) != top else None
+
+            after = eventually(changed, timeout=30.0)
+            elapsed = time.monotonic() - posted
+        store = OnlineStore.from_url(settings.redis_url)
+        live = store.read(SESSION_FEATURES, session)
+        assert live["has_cart"] == 1 and product in live["recent_products"]  # the change came from this click
+        assert after["source"] == "ranker"
+        print(f"recommendations changed {elapsed:.1f} s after the cart event")
+        assert elapsed < 10.0
+    finally:
+        for query in queries:
+            query.stop()
