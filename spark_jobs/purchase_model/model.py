@@ -29,6 +29,7 @@ import pandas as pd
 import xgboost as xgb
 
 from feature_store.artifacts import Artifacts
+from spark_jobs.boosters import FeatureMismatch, check_features, load_booster, publish_booster  # noqa: F401 (FeatureMismatch: re-exported)
 from spark_jobs.purchase_model.features import FEATURES, feature_vector
 from spark_jobs.purchase_model.metrics import classification_report
 
@@ -52,10 +53,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "nthread": 1,  # measured: 2 threads were 13x slower on a busy 2-core machine (OpenMP spinning)
     "seed": 0,
 }
-
-
-class FeatureMismatch(ValueError):
-    """The stored model was trained on another feature list than this code computes."""
 
 
 @dataclass(frozen=True)
@@ -94,10 +91,7 @@ class PurchaseModel:
     version: str | None = None
 
     def __post_init__(self) -> None:
-        if tuple(self.features) != FEATURES:
-            missing = sorted(set(FEATURES) - set(self.features))
-            extra = sorted(set(self.features) - set(FEATURES))
-            raise FeatureMismatch(f"model features differ from the code's: missing {missing}, unknown {extra}, or another order")
+        check_features(self.features, FEATURES, f"purchase model {self.version or ''} (`clickrec train purchase-model`)")
         self.booster.set_param({"nthread": 1})  # one request = one small row: threads only add latency
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
@@ -177,7 +171,6 @@ def train(
 def publish(model: PurchaseModel, artifacts: Artifacts, extra: Mapping[str, Any] | None = None) -> str:
     """Write the booster JSON and its metadata as a new ``purchase_model`` version."""
     meta = {
-        "kind": ARTIFACT_KIND,
         "features": list(model.features),
         "params": model.params,
         "metrics": model.metrics,
@@ -185,19 +178,14 @@ def publish(model: PurchaseModel, artifacts: Artifacts, extra: Mapping[str, Any]
         "created_at": datetime.now(timezone.utc).isoformat(),
         **(extra or {}),
     }
-    with artifacts.new_version(ARTIFACT_KIND) as version:
-        version.put_bytes(MODEL_FILE, bytes(model.booster.save_raw("json")))
-        version.put_json(META_FILE, meta)
-    model.version = version.version
-    return version.version
+    model.version = publish_booster(artifacts, ARTIFACT_KIND, model.booster, meta, model_file=MODEL_FILE,
+                                    manifest_file=META_FILE)  # fmt: skip
+    return model.version
 
 
 def load_model(artifacts: Artifacts, version: str | None = None) -> PurchaseModel:
     """The model of `version` (default LATEST); raises FeatureMismatch when its features are not `FEATURES`."""
-    version = version or artifacts.latest(ARTIFACT_KIND)
-    meta = artifacts.read_json(ARTIFACT_KIND, META_FILE, version)
-    booster = xgb.Booster()
-    booster.load_model(bytearray(artifacts.read_bytes(ARTIFACT_KIND, MODEL_FILE, version)))
+    booster, meta, version = load_booster(artifacts, ARTIFACT_KIND, version, model_file=MODEL_FILE, manifest_file=META_FILE)
     return PurchaseModel(
         booster=booster, features=tuple(meta["features"]), params=meta["params"], metrics=meta["metrics"], version=version
     )

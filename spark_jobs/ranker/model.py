@@ -20,6 +20,7 @@ import numpy as np
 import xgboost as xgb
 
 from feature_store.artifacts import Artifacts
+from spark_jobs.boosters import FeatureMismatch, check_features, load_booster, publish_booster  # noqa: F401 (FeatureMismatch: re-exported)
 from spark_jobs.evaluation.metrics import evaluate_lists
 from spark_jobs.ranker.dataset import Query
 from spark_jobs.ranker.features import FEATURES
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 KIND = "ranker"
 MODEL_FILE = "model.json"
 MANIFEST_FILE = "manifest.json"
-
-
-class FeatureMismatch(ValueError):
-    """The stored model was trained on other features than this code computes."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +67,7 @@ class RankerModel:
     version: str | None = None
 
     def __post_init__(self) -> None:
-        if tuple(self.features) != FEATURES:
-            missing = sorted(set(FEATURES) - set(self.features))
-            extra = sorted(set(self.features) - set(FEATURES))
-            raise FeatureMismatch(
-                f"ranker {self.version or ''} was trained on other features (missing {missing}, unknown {extra}, "
-                "or another order): train it again with `clickrec train ranker`"
-            )
+        check_features(self.features, FEATURES, f"ranker {self.version or ''} (`clickrec train ranker`)")
 
     def score(self, matrix: np.ndarray) -> np.ndarray:
         """One score per row of a `candidate_features` matrix (higher = better)."""
@@ -146,7 +137,6 @@ def feature_importance(model: RankerModel, top: int = 10) -> list[tuple[str, flo
 def publish(model: RankerModel, artifacts: Artifacts, extra: Mapping[str, Any] | None = None) -> str:
     """Write the booster and its manifest (ordered features, parameters, metrics) as a new ``ranker`` version."""
     manifest = {
-        "kind": KIND,
         "features": list(model.features),
         "params": model.params,
         "metrics": model.metrics,
@@ -154,19 +144,13 @@ def publish(model: RankerModel, artifacts: Artifacts, extra: Mapping[str, Any] |
         "created_at": datetime.now(UTC).isoformat(),
         **(extra or {}),
     }
-    with artifacts.new_version(KIND) as version:
-        version.put_bytes(MODEL_FILE, bytes(model.booster.save_raw("json")))
-        version.put_json(MANIFEST_FILE, {**manifest, "version": version.version})
-    model.version = version.version
-    return version.version
+    model.version = publish_booster(artifacts, KIND, model.booster, manifest, model_file=MODEL_FILE,
+                                    manifest_file=MANIFEST_FILE)  # fmt: skip
+    return model.version
 
 
 def load(artifacts: Artifacts, version: str | None = None) -> RankerModel:
     """The ranker of `version` (default LATEST); FeatureMismatch when it was trained on other features."""
-    version = version or artifacts.latest(KIND)
-    manifest = artifacts.read_json(KIND, MANIFEST_FILE, version)
-    booster = xgb.Booster()
-    booster.load_model(bytearray(artifacts.read_bytes(KIND, MODEL_FILE, version)))
-    booster.set_param({"nthread": 1})  # one request, one core: the server runs requests in parallel
+    booster, manifest, version = load_booster(artifacts, KIND, version, model_file=MODEL_FILE, manifest_file=MANIFEST_FILE)
     return RankerModel(booster=booster, features=tuple(manifest["features"]), params=manifest["params"],
                        metrics=manifest["metrics"], version=version)  # fmt: skip
