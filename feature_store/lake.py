@@ -92,19 +92,31 @@ class Lake:
         self._root = f"{base}/events"
 
     def write_batch(self, table: pa.Table, batch_id: int) -> int:
-        """Write one micro-batch (idempotent per `batch_id`); returns the rows written."""
+        """Write one micro-batch (idempotent per `batch_id`); returns the rows written.
+
+        Files are written under ``_staging/`` (which readers skip: a leading ``_``)
+        and moved into place whole, so a reader never meets a half-written file.
+        """
         if table.num_rows == 0:
             return 0
         table = table.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
+        staging = f"{self._root}/_staging"  # one writer (the stream's query) at a time
+        written: list[str] = []
         ds.write_dataset(
             with_event_date(table),
-            self._root,
+            staging,
             filesystem=self._fs,
             format="parquet",
             partitioning=PARTITIONING,
             basename_template=f"batch-{batch_id:012d}-{{i}}.parquet",
             existing_data_behavior="overwrite_or_ignore",
+            file_visitor=lambda written_file: written.append(written_file.path),
         )
+        for path in written:
+            target = self._root + path[len(staging) :]
+            self._fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            self._fs.move(path, target)
+        self._fs.delete_dir(staging)
         return table.num_rows
 
     def dataset(self) -> ds.Dataset:
