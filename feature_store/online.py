@@ -473,6 +473,14 @@ end
 return out
 """
 
+# HGETALL of many keys in one call (ARGV: the keys): one reply instead of one command per
+# key, which is most of the client's cost when a request reads hundreds of small hashes.
+_READ_HASHES = """
+local out = {}
+for i = 1, #ARGV do out[i] = redis.call('HGETALL', ARGV[i]) end
+return out
+"""
+
 # Merge one batch's per-session partials. ARGV: writer, batch, ttl, now, n (recent
 # products), keep (events kept), then per row: the session's hash key, events, carts,
 # first and last event time, the latest event's (time, event id, user id), the number of
@@ -560,6 +568,7 @@ class OnlineStore:
         self._merge_counts = client.register_script(_MERGE_COUNTS)
         self._merge_panes = client.register_script(_MERGE_PANES)
         self._read_windows = client.register_script(_READ_WINDOWS)
+        self._read_hashes = client.register_script(_READ_HASHES)
         self._merge_sessions = client.register_script(_MERGE_SESSIONS)
         self._first_seen = client.register_script(_FIRST_SEEN)
 
@@ -713,37 +722,36 @@ class OnlineStore:
     def read_groups(
         self, requests: Sequence[tuple[FeatureGroup, Sequence[Any], float | None]]
     ) -> list[list[dict[str, Any] | None]]:
-        """Several `read_many(group, ids, at)` in ONE round trip (the ranker's request path)."""
+        """Several `read_many(group, ids, at)` in ONE round trip (the ranker's request path).
+
+        Each group's keys go to Redis in script calls of up to 500 entities (sliding
+        windows are combined from their panes there): a few replies instead of one
+        command per key.
+        """
         now = time.time()
-        decoders: list[tuple[FeatureGroup, int, bool]] = []  # (group, replies queued, combined windows?)
+        queued: list[tuple[FeatureGroup, int]] = []  # (group, script calls queued)
         with self.client.pipeline(transaction=False) as pipe:
             for group, entity_ids, at in requests:
                 at = now if at is None else at
-                if group.window is Window.SLIDING:
-                    slide, windows = _panes_per_window(group)
-                    spec, _ = _window_spec(group)
-                    end = bucket_for_read(group, at)
-                    calls = 0
-                    for first in range(0, len(entity_ids), _ROWS_PER_CALL):
-                        keys = [_base_key(group, e) for e in entity_ids[first : first + _ROWS_PER_CALL]]
-                        self._read_windows(args=[end, slide, windows, spec, *keys], client=pipe)
-                        calls += 1
-                    decoders.append((group, calls, True))
-                else:
-                    bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
-                    for entity_id in entity_ids:
-                        pipe.hgetall(window_key(group, entity_id, bucket))
-                    decoders.append((group, len(entity_ids), False))
+                calls = 0
+                for first in range(0, len(entity_ids), _ROWS_PER_CALL):
+                    chunk = entity_ids[first : first + _ROWS_PER_CALL]
+                    if group.window is Window.SLIDING:
+                        slide, windows = _panes_per_window(group)
+                        spec, _ = _window_spec(group)
+                        keys = [_base_key(group, e) for e in chunk]
+                        self._read_windows(args=[bucket_for_read(group, at), slide, windows, spec, *keys], client=pipe)
+                    else:
+                        bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
+                        self._read_hashes(args=[window_key(group, e, bucket) for e in chunk], client=pipe)
+                    calls += 1
+                queued.append((group, calls))
             replies = pipe.execute()
         out, position = [], 0
-        for group, count, combined in decoders:
-            chunk = replies[position : position + count]
-            position += count
-            if combined:  # one script reply per 500 entities, a flat field/value list each
-                flats = [flat for reply in chunk for flat in reply]
-                out.append([decode_features(group, dict(zip(f[::2], f[1::2]))) if f else None for f in flats])
-            else:
-                out.append([decode_features(group, mapping) if mapping else None for mapping in chunk])
+        for group, calls in queued:
+            flats = [flat for reply in replies[position : position + calls] for flat in reply]
+            position += calls
+            out.append([decode_features(group, dict(zip(f[::2], f[1::2]))) if f else None for f in flats])
         return out
 
     def session_events(self, session_id: str) -> list[dict[str, Any]]:

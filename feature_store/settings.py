@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     api_candidate_pool: int = Field(
         200, ge=1, description="ALS candidates scored per request before filtering and reranking."
     )
+    api_product_cache_seconds: float = Field(
+        1.0, ge=0.0, description="How long the ranker reuses a product's online features across requests (0 = always read)."
+    )
     api_redis_timeout_seconds: float = Field(
         0.5, gt=0, description="Connect/read timeout of the API's Redis calls: past it, the API falls back."
     )

@@ -132,6 +132,13 @@ def process_batch(
     lap("dedupe")
     lake.write_batch(partials.lake_rows(events), batch_id)
     lap("lake")
+    steps.update(write_online(events, batch_id, store=store, writer=writer, settings=settings))
+    return steps
+
+
+def write_online(events: pa.Table, batch_id: int, *, store: OnlineStore, writer: str, settings: Settings) -> dict[str, float]:
+    """Merge one batch of de-duplicated events into every online group; returns seconds per step."""
+    started = time.perf_counter()
     events = partials.in_order(events)
     for group in WINDOW_GROUPS:
         since = horizon(settings, group)
@@ -139,12 +146,11 @@ def process_batch(
         if bots:
             store.flag_bots(bots)
             log.warning("flagged %d users as bots (over %d events in two minutes)", len(bots), BOT_RULE.max_events)
-    lap("windows")
+    windows = time.perf_counter()
     store.merge_sessions(partials.session_partials(events, since=horizon(settings, SESSION_FEATURES)), writer, batch_id)
     for group in MERGED_GROUPS:
         store.merge_counts(group, partials.bucket_counts(events, group, since=horizon(settings, group)), writer, batch_id)
-    lap("events")
-    return steps
+    return {"windows": windows - started, "events": time.perf_counter() - windows}
 
 
 def sink(settings: Settings, checkpoint: Path) -> Callable[[DataFrame, int], None]:

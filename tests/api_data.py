@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 
 from feature_store.artifacts import Artifacts, open_artifacts
-from feature_store.definitions import USER_2M
 from feature_store.lake import events_from_csv
 from feature_store.online import OnlineStore
 from feature_store.settings import Settings
@@ -32,6 +31,7 @@ from producer.synth import SynthConfig, write_synthetic_csv
 from producer.topics import ensure_topics
 from services.api.registry import CandidateSet
 from spark_jobs import partials
+from spark_jobs.stream import write_online
 from spark_jobs.candidates.als_implicit import ALSParams
 from spark_jobs.candidates.job import CandidateParams, run_candidates
 from tests.services import free_ports, unique_topic_name
@@ -197,7 +197,5 @@ def live_click(user_id: int, product_id: int, *, at: float | None = None, sessio
 def write_live(store: OnlineStore, events: list[ClickEvent]) -> None:
     """Write events into Redis the way the streaming job does: per-batch partials merged by the store."""
     table = pa.Table.from_pylist([e.model_dump() for e in events], schema=EVENT_SCHEMA)
-    ordered = partials.in_order(partials.dedupe_batch(table))
-    batch = next(_batches)
-    store.merge_sessions(partials.session_partials(ordered), "api-test", batch)
-    store.merge_panes(USER_2M, partials.pane_partials(ordered, USER_2M), "api-test", batch)
+    write_online(partials.dedupe_batch(table), next(_batches), store=store, writer="api-test",
+                 settings=Settings(_env_file=None))  # fmt: skip

@@ -313,21 +313,17 @@ class AnalyticsSet:
         return self.tables.get(name, [])
 
 
-def _load_ranker(artifacts: Artifacts, version: str) -> Any:
-    # Imported on use: the ranker's serving module is written in parallel; until it
-    # exists the chain skips to ALS, and a later poll picks it up without a restart.
+def _load_ranker(artifacts: Artifacts, version: str, settings: Settings) -> Any:
+    from spark_jobs.ranker.model import FeatureMismatch
+    from spark_jobs.ranker.serving import Ranker
+
     try:
-        from spark_jobs.ranker.model import FeatureMismatch
-        from spark_jobs.ranker.serving import Ranker
-    except ImportError as error:
-        raise ArtifactNotFound(f"ranker version {version} exists but spark_jobs.ranker.serving is missing: {error}") from None
-    try:
-        return Ranker.load(artifacts, version)
+        return Ranker.load(artifacts, version, product_cache_seconds=settings.api_product_cache_seconds)
     except FeatureMismatch as error:
         raise ModelMismatch(f"ranker {version}: {error}") from error
 
 
-def _load_purchase_model(artifacts: Artifacts, version: str) -> Any:
+def _load_purchase_model(artifacts: Artifacts, version: str, settings: Settings) -> Any:
     from spark_jobs.purchase_model.model import FeatureMismatch, load_model
 
     try:
@@ -336,12 +332,12 @@ def _load_purchase_model(artifacts: Artifacts, version: str) -> Any:
         raise ModelMismatch(f"purchase_model {version}: {error}") from error
 
 
-#: kind -> loader(artifacts, version): the object the snapshot holds.
-LOADERS: dict[str, Callable[[Artifacts, str], Any]] = {
-    CANDIDATES: CandidateSet.load,
+#: kind -> loader(artifacts, version, settings): the object the snapshot holds.
+LOADERS: dict[str, Callable[[Artifacts, str, Settings], Any]] = {
+    CANDIDATES: lambda artifacts, version, settings: CandidateSet.load(artifacts, version),
     RANKER: _load_ranker,
     PURCHASE_MODEL: _load_purchase_model,
-    ANALYTICS: AnalyticsSet.load,
+    ANALYTICS: lambda artifacts, version, settings: AnalyticsSet.load(artifacts, version),
 }
 
 
@@ -427,7 +423,7 @@ class Registry:
                     continue
                 started = time.perf_counter()
                 try:
-                    updates[kind] = LOADERS[kind](artifacts, latest)
+                    updates[kind] = LOADERS[kind](artifacts, latest, self._settings)
                 except ModelMismatch as error:
                     if strict:
                         raise

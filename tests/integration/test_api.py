@@ -230,7 +230,7 @@ def test_ranker_reorders_the_als_candidates_and_a_failing_ranker_costs_only_the_
     world: ApiWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ranker = ReversingRanker()
-    monkeypatch.setitem(registry_module.LOADERS, "ranker", lambda artifacts, version: ranker)
+    monkeypatch.setitem(registry_module.LOADERS, "ranker", lambda artifacts, version, settings: ranker)
     settings = world.settings.model_copy(update={"artifacts_url": f"{world.settings.artifacts_url}-ranker"})
     artifacts = open_artifacts(settings)
     copy_version(open_artifacts(world.settings), "candidates", target=artifacts)

@@ -1,0 +1,68 @@
+"""The ranker's request-time read against real Redis: the same values as `read_many`, cached boundedly."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from feature_store.definitions import PRODUCT_1D, PRODUCT_2M, SESSION_FEATURES, USER_2M
+from feature_store.online import OnlineStore
+from feature_store.settings import Settings
+from spark_jobs.candidates.catalogue import Catalogue, product_catalogue
+from spark_jobs.candidates.item_item import item_neighbours
+from spark_jobs.ranker.serving import ProductFeatureCache, read_inputs
+from tests.api_data import live_click, write_live
+
+pytestmark = pytest.mark.integration
+
+PRODUCTS = np.array([11, 12, 13, 99], np.int64)  # 99: no event at all
+
+
+@pytest.fixture
+def store(stack: Settings) -> OnlineStore:
+    online = OnlineStore.from_url(stack.redis_url.rsplit("/", 1)[0] + "/9")
+    online.client.flushdb()
+    return online
+
+
+def _inputs(store: OnlineStore, cache: ProductFeatureCache | None, at: float):
+    import pyarrow as pa
+
+    from producer.schema import EVENT_SCHEMA
+
+    empty = EVENT_SCHEMA.empty_table()
+    return read_inputs(store, user_id=5, session_id="s5", candidates=PRODUCTS, als_scores=np.ones(4, np.float32), at=at,
+                       catalogue=Catalogue(product_catalogue(empty)), neighbours=item_neighbours(empty, "also_viewed"),
+                       cache=cache)  # fmt: skip
+
+
+def test_one_round_trip_reads_what_read_many_reads(store: OnlineStore) -> None:
+    now = time.time()
+    write_live(store, [live_click(5, p, at=now - 5 + i, session="s5") for i, p in enumerate([11, 12, 12, 13])])
+    inputs = _inputs(store, None, now)
+    assert inputs.user_2m == store.read(USER_2M, 5, now) and inputs.user_2m["views"] == 4
+    assert inputs.session == store.read(SESSION_FEATURES, "s5") and inputs.session["recent_products"] == [11, 12, 12, 13]
+    assert inputs.product_2m == store.read_many(PRODUCT_2M, PRODUCTS.tolist(), now)
+    assert [r["views"] if r else None for r in inputs.product_2m] == [1, 2, 1, None]
+    assert inputs.product_1d == store.read_many(PRODUCT_1D, PRODUCTS.tolist(), now)
+    assert inputs.profile is None  # no profile materialized: missing, not zero
+
+
+def test_cached_product_rows_are_at_most_the_cache_age_old(store: OnlineStore) -> None:
+    now = time.time()
+    write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
+    long_lived, short_lived = ProductFeatureCache(3600), ProductFeatureCache(0.5)
+    assert _inputs(store, long_lived, now).product_2m[0]["views"] == 1
+    assert _inputs(store, short_lived, now).product_2m[0]["views"] == 1
+
+    write_live(store, [live_click(6, 11, at=now - 2, session="s6")])  # another shopper views product 11
+    later = _inputs(store, long_lived, now)
+    assert later.product_2m[0]["views"] == 1  # served from the cache ...
+    assert later.user_2m["views"] == 1 and later.session["events"] == 1  # ... but never the user's own features
+    assert _inputs(store, None, now).product_2m[0]["views"] == 2  # no cache: the new value
+    deadline = time.monotonic() + 10
+    while _inputs(store, short_lived, now).product_2m[0]["views"] != 2:  # the short-lived cache lets go
+        assert time.monotonic() < deadline, "the cached value outlived the cache age"
+        time.sleep(0.05)
