@@ -108,13 +108,18 @@ def _value(row: Row, name: str) -> float:
     return NAN if value is None else float(value)
 
 
-def _column(rows: Sequence[Row], name: str) -> np.ndarray:
-    return np.fromiter((_value(r, name) for r in rows), np.float64, len(rows))
+def _columns(rows: Sequence[Row], *names: str) -> dict[str, np.ndarray]:
+    """name -> one float per row (NaN where the row or the value is missing); one pass over the rows."""
+    blank = [None] * len(names)
+    # dtype=float turns None into NaN in C: far cheaper than a Python call per value
+    table = np.array([[r.get(name) for name in names] if r is not None else blank for r in rows], dtype=np.float64)
+    table = table.reshape(len(rows), len(names))
+    return {name: table[:, i] for i, name in enumerate(names)}
 
 
-def _sum_buckets(current: Sequence[Row], previous: Sequence[Row], name: str) -> np.ndarray:
+def _sum_buckets(current: dict[str, np.ndarray], previous: dict[str, np.ndarray], name: str) -> np.ndarray:
     """current + previous bucket, NaN only when neither bucket exists."""
-    a, b = _column(current, name), _column(previous, name)
+    a, b = current[name], previous[name]
     both_missing = np.isnan(a) & np.isnan(b)
     return np.where(both_missing, NAN, np.nan_to_num(a) + np.nan_to_num(b))
 
@@ -152,25 +157,24 @@ def session_similarity(neighbours: ItemNeighbours, recent: Sequence[int], candid
     return block.max(axis=0).astype(np.float64), block.sum(axis=0).astype(np.float64)
 
 
-def _lookup(mapping: Any, keys: Sequence[Any]) -> np.ndarray:
-    """mapping[str(key)] per key: NaN when the mapping is missing, 0 when the key is absent from it."""
+def _lookup(mapping: Any, keys: Sequence[str | None]) -> np.ndarray:
+    """mapping[key] per key: NaN when the mapping is missing, 0 when the key is absent from it."""
     if mapping is None:
         return np.full(len(keys), NAN)
-    return np.fromiter((float(mapping.get(str(k), 0.0)) if k is not None else 0.0 for k in keys), np.float64, len(keys))
+    return np.array([mapping.get(k, 0.0) if k is not None else 0.0 for k in keys], dtype=np.float64)
 
 
-def _seconds_since(mapping: Any, keys: Sequence[Any], at: float) -> np.ndarray:
-    """at - mapping[str(key)]: NaN when never seen (or no history)."""
+def _seconds_since(mapping: Any, keys: Sequence[str | None], at: float) -> np.ndarray:
+    """at - mapping[key]: NaN when never seen (or no history)."""
     if mapping is None:
         return np.full(len(keys), NAN)
-    seen = np.fromiter((float(mapping.get(str(k), NAN)) if k is not None else NAN for k in keys), np.float64, len(keys))
-    return at - seen
+    return at - np.array([mapping.get(k) if k is not None else None for k in keys], dtype=np.float64)
 
 
 def _same(values: np.ndarray, target: Any, row: Row) -> np.ndarray:
     if row is None or target is None:
         return np.full(len(values), NAN)
-    return np.fromiter((1.0 if v == target else 0.0 for v in values), np.float64, len(values))
+    return (values == target).astype(np.float64)
 
 
 def _ratio(numerator: np.ndarray, denominator: float) -> np.ndarray:
@@ -186,10 +190,18 @@ def candidate_features(inputs: RankInputs) -> np.ndarray:
     cat = inputs.catalogue
     rows = cat.index_of(c)
     known = rows >= 0
-    price = np.where(known, cat.prices[rows], NAN)
-    category_ids = [int(cat.category_ids[r]) if r >= 0 and cat.category_ids[r] >= 0 else None for r in rows]
-    category_codes = np.asarray([cat.category_codes[r] if r >= 0 else None for r in rows], dtype=object)
-    brands = np.asarray([cat.brands[r] if r >= 0 else None for r in rows], dtype=object)
+
+    def take(values: np.ndarray, missing: Any) -> np.ndarray:
+        """The catalogue's value per candidate; `missing` for products it does not know."""
+        if not len(values):
+            return np.full(n, missing, dtype=values.dtype)
+        return np.where(known, values[np.where(known, rows, 0)], missing)
+
+    price = take(cat.prices, NAN)
+    category_ids = take(cat.category_ids, -1)
+    # profile maps are keyed by text ids (JSON); None where the category is unknown
+    category_keys = [str(x) if x >= 0 else None for x in category_ids.tolist()]
+    category_codes, brands = take(cat.category_codes, None), take(cat.brands, None)
 
     session, user, profile = inputs.session, inputs.user_2m, inputs.profile
     recent = list(session.get("recent_products") or []) if session else []
@@ -199,9 +211,13 @@ def candidate_features(inputs: RankInputs) -> np.ndarray:
         sim_max, sim_sum = session_similarity(inputs.neighbours, recent, c)
         in_session = np.isin(c, np.asarray(recent, np.int64)).astype(np.float64)
 
-    views_1d = _sum_buckets(inputs.product_1d, inputs.product_1d_prev, "views")
-    carts_1d = _sum_buckets(inputs.product_1d, inputs.product_1d_prev, "carts")
-    purchases_1d = _sum_buckets(inputs.product_1d, inputs.product_1d_prev, "purchases")
+    counts = ("views", "carts", "purchases")
+    p2m = _columns(inputs.product_2m, *counts, "distinct_users", "health")
+    p1h, p1h_prev = _columns(inputs.product_1h, *counts), _columns(inputs.product_1h_prev, *counts)
+    p1d, p1d_prev = _columns(inputs.product_1d, *counts), _columns(inputs.product_1d_prev, *counts)
+    views_1d = _sum_buckets(p1d, p1d_prev, "views")
+    carts_1d = _sum_buckets(p1d, p1d_prev, "carts")
+    purchases_1d = _sum_buckets(p1d, p1d_prev, "purchases")
 
     columns: dict[str, np.ndarray] = {
         "als_score": inputs.als_scores.astype(np.float64),
@@ -211,23 +227,23 @@ def candidate_features(inputs: RankInputs) -> np.ndarray:
         "in_session": in_session,
         "session_events": np.full(n, _value(session, "events")),
         "session_has_cart": np.full(n, _value(session, "has_cart")),
-        "product_views_2m": _column(inputs.product_2m, "views"),
-        "product_carts_2m": _column(inputs.product_2m, "carts"),
-        "product_purchases_2m": _column(inputs.product_2m, "purchases"),
-        "product_users_2m": _column(inputs.product_2m, "distinct_users"),
-        "product_health_2m": _column(inputs.product_2m, "health"),
-        "product_views_1h": _sum_buckets(inputs.product_1h, inputs.product_1h_prev, "views"),
-        "product_purchases_1h": _sum_buckets(inputs.product_1h, inputs.product_1h_prev, "purchases"),
+        "product_views_2m": p2m["views"],
+        "product_carts_2m": p2m["carts"],
+        "product_purchases_2m": p2m["purchases"],
+        "product_users_2m": p2m["distinct_users"],
+        "product_health_2m": p2m["health"],
+        "product_views_1h": _sum_buckets(p1h, p1h_prev, "views"),
+        "product_purchases_1h": _sum_buckets(p1h, p1h_prev, "purchases"),
         "product_views_1d": views_1d,
         "product_carts_1d": carts_1d,
         "product_purchases_1d": purchases_1d,
         "product_health_1d": health(carts_1d + purchases_1d, views_1d),
-        "catalogue_views": np.where(known, cat.views[rows], NAN).astype(np.float64),
-        "catalogue_purchases": np.where(known, cat.purchases[rows], NAN).astype(np.float64),
+        "catalogue_views": take(cat.views.astype(np.float64), NAN),
+        "catalogue_purchases": take(cat.purchases.astype(np.float64), NAN),
         "log_price": np.log1p(price),
         "price_to_user_mean": _ratio(price, _value(profile, "mean_price")),
         "price_to_recent_views": _ratio(price, _value(user, "mean_view_price")),
-        "category_affinity": _lookup(profile.get("category_shares") if profile else None, category_ids),
+        "category_affinity": _lookup(profile.get("category_shares") if profile else None, category_keys),
         "brand_affinity": _lookup(profile.get("brand_shares") if profile else None, brands),
         "same_category_as_last": _same(category_codes, user.get("last_category") if user else None, user),
         "same_brand_as_last": _same(brands, user.get("last_brand") if user else None, user),
@@ -237,9 +253,10 @@ def candidate_features(inputs: RankInputs) -> np.ndarray:
         "user_activity_2m": np.full(n, _value(user, "activity")),
         "user_distinct_products_2m": np.full(n, _value(user, "distinct_products")),
         "user_history_events": np.full(n, _value(profile, "events")),
-        "seconds_since_product_seen": _seconds_since(profile.get("product_last_seen") if profile else None, c.tolist(), inputs.at),
+        "seconds_since_product_seen": _seconds_since(profile.get("product_last_seen") if profile else None,
+                                                     [str(p) for p in c.tolist()], inputs.at),  # fmt: skip
         "seconds_since_category_seen": _seconds_since(
-            profile.get("category_last_seen") if profile else None, category_ids, inputs.at
+            profile.get("category_last_seen") if profile else None, category_keys, inputs.at
         ),
     }
     assert tuple(columns) == FEATURES, "candidate_features and FEATURES disagree"
