@@ -763,6 +763,19 @@ class OnlineStore:
         members = self.client.zrange(session_keys(session_id)[2], 0, -1)
         return [json.loads(member) for member in members]
 
+    def some_entities(self, group: FeatureGroup, limit: int = 1) -> list[str]:
+        """Up to `limit` entity ids that have a key in a session or batch group (examples, e.g. for `make up`)."""
+        if group.window not in (Window.SESSION, Window.BATCH):
+            raise ValueError(f"{group.name} is keyed by window; ask for a session or batch group")
+        found: list[str] = []
+        for key in self.client.scan_iter(f"{PREFIX}:{group.name}:*", count=1000):
+            entity = key.decode().split(":")[3]
+            if entity not in found and ":" not in key.decode()[len(f"{PREFIX}:{group.name}:") :]:
+                found.append(entity)
+            if len(found) >= limit:
+                break
+        return found
+
     def is_bot(self, user_id: Any) -> bool:
         return bool(self.client.exists(bot_key(user_id)))
 

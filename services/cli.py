@@ -267,6 +267,9 @@ train_app.command("ranker")(ranker_command)
 def train_all_command(
     from_csv: Annotated[Optional[Path], typer.Option("--from-csv", help="Read events from this click CSV instead of the lake.")] = None,
     only_missing: Annotated[bool, typer.Option(help="Skip the jobs whose artifact already has a version.")] = False,
+    wait_for_lake: Annotated[
+        bool, typer.Option(help="First wait until the lake holds the clicks topic's events (the stream writes it).")
+    ] = False,
 ) -> None:
     """Every batch job in order: candidates, ranker (+ user profiles into Redis), purchase model, analytics.
 
@@ -281,6 +284,10 @@ def train_all_command(
     if not steps:
         typer.echo("every artifact has a version: nothing to train")
         return
+    if wait_for_lake and from_csv is None:
+        from services.stack.bootstrap import wait_for_lake as wait
+
+        typer.echo(f"the lake holds {wait(settings):,} events")
     results = train_all(settings, from_csv=from_csv, steps=steps,
                         report=lambda r: typer.echo(f"{r.step:<15} {'ok' if r.ok else 'FAILED':<7} {r.seconds:6.1f} s  {r.detail}"))  # fmt: skip
     if not all(r.ok for r in results):

@@ -115,6 +115,18 @@ def train_if_missing(settings: Settings) -> str:
     return f"artifacts: trained {', '.join(missing)} on {rows:,} events from the lake"
 
 
+def example_user(settings: Settings) -> str | None:
+    """A user with a profile in the online store (one the ranker knows), for the report's examples."""
+    from feature_store.definitions import USER_PROFILE
+    from feature_store.online import OnlineStore
+
+    try:
+        found = OnlineStore.from_url(settings.redis_url).some_entities(USER_PROFILE)
+    except Exception:  # Redis not answering: no example
+        return None
+    return found[0] if found else None
+
+
 def stream_healthy(settings: Settings) -> bool:
     """The streaming job beats its heart in Redis (see spark_jobs.stream.run)."""
     from feature_store.online import OnlineStore
@@ -210,17 +222,23 @@ def up(settings: Settings, timeout: float = 90.0) -> str:
     """Bring the native stack up, seed it when empty, and say what runs and what to try next."""
     statuses = native.up(settings, timeout=timeout)
     statuses += start_apps(settings, timeout=max(timeout, 120))
+    seeded = seed_if_empty(settings)
+    trained = train_if_missing(settings)
+    url = api_url(settings)
+    user = example_user(settings)
     return "\n".join(
         [
             format_table(statuses),
             "",
-            seed_if_empty(settings),
-            train_if_missing(settings),
+            seeded,
+            trained,
             "",
-            f"API: {api_url(settings)}  (docs: {api_url(settings)}/docs, readiness: {api_url(settings)}/ready)",
+            f"shop: {url}/   dashboard: {url}/dashboard   user lookup: {url}/lookup",
+            f"API docs: {url}/docs   readiness: {url}/ready   metrics: {url}/metrics",
             "",
             "next:",
-            f"  curl {api_url(settings)}/popular?k=5         # best sellers",
+            *([f"  curl '{url}/recommendations/{user}?k=5'   # a demo shopper's recommendations"] if user else []),
+            f"  curl {url}/popular?k=5         # best sellers",
             "  .venv/bin/clickrec peek                      # the newest click events in Kafka",
             "  .venv/bin/clickrec replay ../shared/data/opencdp-2019-Oct-head.csv --rebase-time now",
             "  .venv/bin/clickrec status                    # every service and job, its PID and health",
