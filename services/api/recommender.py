@@ -23,8 +23,6 @@ from services.api.metrics import Metrics
 from services.api.recommend import Ranked, Skip, SkipReason, Source
 from services.api.registry import CandidateSet, Snapshot
 from services.api.schemas import Fallback, RecommendedItem, Recommendations
-from spark_jobs.candidates.catalogue import Catalogue
-from spark_jobs.candidates.item_item import ItemNeighbours
 
 log = logging.getLogger(__name__)
 
@@ -32,23 +30,6 @@ log = logging.getLogger(__name__)
 POPULAR_METRICS = ("purchase", "view")
 #: The neighbours the session path and the ranker use.
 SESSION_NEIGHBOURS = "also_viewed"
-
-
-def rerank_scores(
-    ranker: Any,
-    store: OnlineStore,
-    *,
-    user_id: int,
-    session_id: str | None,
-    candidates: np.ndarray,
-    als_scores: np.ndarray,
-    at: float,
-    catalogue: Catalogue,
-    neighbours: ItemNeighbours,
-) -> np.ndarray:
-    """The one call into `spark_jobs.ranker.serving.Ranker`: one score per candidate (raises RedisError)."""
-    return ranker.rerank(store, user_id=user_id, session_id=session_id, candidates=candidates,
-                         als_scores=als_scores, at=at, catalogue=catalogue, neighbours=neighbours)  # fmt: skip
 
 
 @dataclass
@@ -145,8 +126,8 @@ class _Request:
             raise Skip(SkipReason.NO_ARTIFACT, "no ranker artifact")
         ids, als_scores = self._als_candidates()
         try:
-            scores = rerank_scores(
-                self.snapshot.ranker, self.store, user_id=self.user_id, session_id=self.session_id, candidates=ids,
+            scores = self.snapshot.ranker.rerank(  # spark_jobs.ranker.serving.Ranker
+                self.store, user_id=self.user_id, session_id=self.session_id, candidates=ids,
                 als_scores=als_scores, at=self.at, catalogue=self.cands.catalogue,
                 neighbours=self.cands.neighbours[SESSION_NEIGHBOURS],
             )  # fmt: skip

@@ -314,7 +314,7 @@ class AnalyticsSet:
 
 
 def _load_ranker(artifacts: Artifacts, version: str, settings: Settings) -> Any:
-    from spark_jobs.ranker.model import FeatureMismatch
+    from spark_jobs.boosters import FeatureMismatch
     from spark_jobs.ranker.serving import Ranker
 
     try:
@@ -324,7 +324,8 @@ def _load_ranker(artifacts: Artifacts, version: str, settings: Settings) -> Any:
 
 
 def _load_purchase_model(artifacts: Artifacts, version: str, settings: Settings) -> Any:
-    from spark_jobs.purchase_model.model import FeatureMismatch, load_model
+    from spark_jobs.boosters import FeatureMismatch
+    from spark_jobs.purchase_model.model import load_model
 
     try:
         return load_model(artifacts, version)

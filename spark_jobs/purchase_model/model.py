@@ -29,7 +29,7 @@ import pandas as pd
 import xgboost as xgb
 
 from feature_store.artifacts import Artifacts
-from spark_jobs.boosters import FeatureMismatch, check_features, load_booster, publish_booster  # noqa: F401 (FeatureMismatch: re-exported)
+from spark_jobs.boosters import check_features, load_booster, publish_booster
 from spark_jobs.purchase_model.features import FEATURES, feature_vector
 from spark_jobs.purchase_model.metrics import classification_report
 

@@ -20,7 +20,7 @@ import numpy as np
 import xgboost as xgb
 
 from feature_store.artifacts import Artifacts
-from spark_jobs.boosters import FeatureMismatch, check_features, load_booster, publish_booster  # noqa: F401 (FeatureMismatch: re-exported)
+from spark_jobs.boosters import check_features, load_booster, publish_booster
 from spark_jobs.evaluation.metrics import evaluate_lists
 from spark_jobs.ranker.dataset import Query
 from spark_jobs.ranker.features import FEATURES

@@ -28,8 +28,6 @@ def store(stack: Settings) -> OnlineStore:
 
 
 def _inputs(store: OnlineStore, cache: ProductFeatureCache | None, at: float):
-    import pyarrow as pa
-
     from producer.schema import EVENT_SCHEMA
 
     empty = EVENT_SCHEMA.empty_table()

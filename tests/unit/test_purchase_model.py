@@ -15,6 +15,7 @@ from feature_store.lake import load_events
 from feature_store.settings import Settings
 from producer.schema import EVENT_SCHEMA
 from producer.synth import SynthConfig, write_synthetic_csv
+from spark_jobs.boosters import FeatureMismatch
 from spark_jobs.purchase_model import features as F
 from spark_jobs.purchase_model import model as M
 from spark_jobs.purchase_model.metrics import average_precision, classification_report, roc_auc
@@ -231,7 +232,7 @@ def test_a_model_with_another_feature_list_is_refused(trained: M.PurchaseModel, 
     meta = artifacts.read_json(M.ARTIFACT_KIND, M.META_FILE, version)
     meta["features"] = list(reversed(meta["features"]))
     artifacts.store.put(f"{M.ARTIFACT_KIND}/{version}/{M.META_FILE}", __import__("json").dumps(meta).encode())
-    with pytest.raises(M.FeatureMismatch):
+    with pytest.raises(FeatureMismatch):
         M.load_model(artifacts)
     with pytest.raises(KeyError):
         F.feature_vector({"views": 1.0})
