@@ -74,13 +74,15 @@ class Pages:
         self.contexts: list = []
         self.errors: list[str] = []
 
-    def open(self, path: str = "/", viewport: dict[str, int] = DESKTOP):
+    def open(self, path: str = "/", viewport: dict[str, int] = DESKTOP, on_request=None):
         context = self.browser.new_context(viewport=viewport, base_url=self.server.url)
         context.set_default_timeout(10_000)
         self.contexts.append(context)
         page = context.new_page()
         page.on("console", lambda m: m.type == "error" and self.errors.append(f"{page.url}: console: {m.text}"))
         page.on("pageerror", lambda e: self.errors.append(f"{page.url}: uncaught: {e}"))
+        if on_request is not None:
+            page.on("request", on_request)
         page.goto(path)
         return page
 

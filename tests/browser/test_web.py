@@ -181,3 +181,11 @@ def test_lookup_shows_recommendations_features_and_the_session(
     expect(page.get_by_test_id("lookup-journey").locator("tbody tr")).to_have_count(2)
     assert page.url.endswith(f"/lookup?user={user}&session=lookup-session")
     pages.screenshot(page, "lookup-desktop")
+
+
+def test_the_api_docs_render_from_local_assets_only(pages: Pages, server: Server) -> None:
+    outside: list[str] = []
+    page = pages.open("/docs", on_request=lambda request: outside.append(request.url)
+                      if not request.url.startswith(server.url) else None)  # fmt: skip
+    expect(page.locator(".opblock-summary-path").filter(has_text="/recommendations/{user_id}")).to_be_visible()
+    assert outside == [], f"the docs page fetched from outside the app: {outside}"
