@@ -123,7 +123,6 @@ def current_sessions(events: pa.Table, users: Iterable[int], at: float) -> dict[
 def snapshots(spark: SparkSession, events: pa.Table, cutoffs: list[datetime], sessions: list[Iterable[str]]) -> list[Snapshot]:
     """The features of every user and product (and of the given sessions) as a reader at each cutoff would see them."""
     times = [c.timestamp() for c in cutoffs]
-    befores = [_between(events, 0.0, c) for c in times]
     out: dict[str, list[Rows]] = {}
     for name, group, offset in (
         ("user_2m", USER_2M, 0.0),
@@ -134,16 +133,18 @@ def snapshots(spark: SparkSession, events: pa.Table, cutoffs: list[datetime], se
         ("product_1d_prev", PRODUCT_1D, PRODUCT_1D.length.total_seconds()),
     ):
         buckets, parts = [], []
-        for c, before in zip(times, befores):
+        for c in times:
             read_at = c - offset
             start = _bucket_start(group, read_at)
-            parts.append(_between(before, start, min(start + group.length.total_seconds(), c)))
+            parts.append(_between(events, start, min(start + group.length.total_seconds(), c)))
             buckets.append(float(bucket_for_read(group, read_at)))
         out[name] = _group_rows(spark, parts, group, buckets)
-    parts = [
-        before.filter(pc.is_in(before["user_session"], value_set=pa.array(sorted(set(wanted)), pa.string())))
-        for before, wanted in zip(befores, sessions)
-    ]
+    # a session's events before the cutoff (not one copy of the whole history per cutoff)
+    with_session = events.filter(pc.is_valid(events["user_session"]))
+    parts = []
+    for c, wanted in zip(times, sessions):
+        mine = with_session.filter(pc.is_in(with_session["user_session"], value_set=pa.array(sorted(set(wanted)), pa.string())))
+        parts.append(_between(mine, 0.0, c))
     out["session"] = _group_rows(spark, parts, SESSION_FEATURES, [None] * len(parts))
     return [Snapshot(at=c, **{name: rows[i] for name, rows in out.items()}) for i, c in enumerate(times)]
 
