@@ -4,7 +4,6 @@ The same functions run on the stream (spark_jobs.stream) and in batch over the
 lake (`batch_features`), so a value in Redis equals what a batch recomputation
 gives for the same events: a test holds them to it.
 
-- `parse_events`: Kafka records (key, value JSON, timestamp) -> typed events.
 - `window_features(events, group)`: one row per entity and window with the
   group's features (sliding and tumbling groups: per window; sessions: per session).
 - `partial_features(events, group)`: mergeable partial aggregates of one
@@ -28,25 +27,11 @@ from feature_store.definitions import (
     FeatureGroup,
     Window,
 )
-from spark_jobs.schema import EVENT_SPARK_SCHEMA
 
 
 def _order() -> Column:
     """Events ordered by time, ties broken by event id: "latest" means the same thing everywhere."""
     return F.struct(F.col("event_time"), F.col("event_id"))
-
-
-def parse_events(records: DataFrame) -> DataFrame:
-    """Kafka records -> typed click events plus `ingest_time` (the broker timestamp).
-
-    Records whose value is not a click event are dropped here: they cannot come
-    from clickrec's own publishers, which validate before they send.
-    """
-    parsed = records.select(
-        F.from_json(F.col("value"), EVENT_SPARK_SCHEMA, {"mode": "PERMISSIVE"}).alias("e"),
-        F.col("timestamp").alias("ingest_time"),
-    )
-    return parsed.select("e.*", "ingest_time").where(F.col("event_id").isNotNull() & F.col("event_time").isNotNull())
 
 
 def _when_types(feature: Feature, value: Column, only: Column | None = None) -> Column:

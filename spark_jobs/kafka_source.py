@@ -16,8 +16,9 @@ Options:
   without a checkpoint. Earliest by default because a clickrec query that starts
   fresh should process the backlog the replay put in the topic.
 - ``maxRowsPerBatch``: admission control, at most this many rows per micro-batch.
-- ``maxRowsPerPartition``: a partition's offset range is split into Spark tasks
-  of at most this many rows (default 200000) so every core works on a backlog.
+- ``maxRowsPerPartition``: a Spark task reads at most this many rows (default
+  200000): a partition's offset range is split so every core works on a backlog,
+  and the ranges of a small batch share one task.
 - ``readTimeoutSeconds``: a task fails when its range makes no progress for this
   long (default 120), e.g. when the broker is gone.
 - ``kafka.<name>``: passed to the confluent-kafka consumers as ``<name>``.
@@ -66,17 +67,51 @@ KAFKA_SCHEMA = StructType(
 ARROW_SCHEMA: pa.Schema = to_arrow_schema(KAFKA_SCHEMA, timezone="UTC")
 
 DEFAULT_ROWS_PER_PARTITION = 200_000
+#: How long the end probe fetches a partition that keeps growing before settling for a lower bound.
+CHASE_SECONDS = 0.1
 Offsets = dict[str, int]
 
 
 @dataclass(frozen=True)
 class KafkaRange(InputPartition):
-    """One Spark task: offsets ``[start, end)`` of one Kafka partition."""
+    """Offsets ``[start, end)`` of one Kafka partition (alone, or a piece of a `KafkaTask`)."""
 
     topic: str
     partition: int
     start: int
     end: int
+
+    @property
+    def rows(self) -> int:
+        return max(0, self.end - self.start)
+
+
+@dataclass(frozen=True)
+class KafkaTask(InputPartition):
+    """One Spark task: ranges read one after another (small ones share a task, see `pack`)."""
+
+    ranges: tuple[KafkaRange, ...]
+
+
+def pack(ranges: Sequence[KafkaRange], rows_per_task: int) -> list[KafkaTask]:
+    """Ranges into as few tasks as hold at most `rows_per_task` rows each (first fit, largest first).
+
+    A live micro-batch of a few thousand rows over three partitions becomes one task
+    instead of three: each task costs its Python worker a round of Spark scheduling and
+    a Kafka fetch (about 0.1 s here), which is most of a small batch's time.
+    """
+    bins: list[list[KafkaRange]] = []
+    room: list[int] = []
+    for piece in sorted(ranges, key=lambda r: r.rows, reverse=True):
+        for i, free in enumerate(room):
+            if piece.rows <= free:
+                bins[i].append(piece)
+                room[i] -= piece.rows
+                break
+        else:
+            bins.append([piece])
+            room.append(rows_per_task - piece.rows)
+    return [KafkaTask(tuple(sorted(b, key=lambda r: (r.partition, r.start)))) for b in bins]
 
 
 def _client_config(bootstrap: str, extra: Mapping[str, str]) -> dict[str, Any]:
@@ -131,6 +166,11 @@ class _EndProbe:
             raise KafkaException(error)
         return sorted(meta.partitions)
 
+    @property
+    def known(self) -> dict[int, int]:
+        """The latest end seen per partition (a proven offset: the log held it)."""
+        return dict(self._known)
+
     def watermarks(self, partition: int) -> tuple[int, int]:
         """(earliest, listed high) offsets; the listed high may be short of the true end."""
         low, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=self.timeout)
@@ -143,13 +183,15 @@ class _EndProbe:
         """The true log end of each partition (the offset the next record will get).
 
         A partition written to without pause may never report its end: every fetch
-        brings the newest records. With `chase`, such a partition ends, after one
-        second of fetching, past the last record seen from the remembered end (a lower
-        bound of its true end: every offset below it exists); `inexact` then names it.
+        brings the newest records. With `chase`, such a partition ends, after
+        CHASE_SECONDS of fetching, past the last record seen from the remembered end (a
+        lower bound of its true end: every offset below it exists); `inexact` then
+        names it. The next trigger reads the rest: chasing longer would only delay
+        this one (under live load every probe used to take the whole second).
         """
         listed = {p: self.watermarks(p)[1] for p in partitions}
         start = {p: max(listed[p], self._known.get(p, 0)) for p in partitions}
-        ends, seen = self._fetch_to_eof(start, timeout=1.0)
+        ends, seen = self._fetch_to_eof(start, timeout=CHASE_SECONDS if chase else 1.0)
         self.inexact = set()
         if chase:
             for p in partitions:
@@ -270,19 +312,24 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
         return _sorted({p: begin[p] + take[p] for p in ends})
 
     def reportLatestOffset(self) -> Offsets | None:
-        known = self.probe._known
+        known = self.probe.known
         return _sorted(known) if known else None
 
-    def partitions(self, start: Offsets, end: Offsets) -> Sequence[KafkaRange]:
+    def partitions(self, start: Offsets, end: Offsets) -> Sequence[KafkaTask]:
         ends = {int(p): o for p, o in end.items()}
         begin = self._effective_start(start, ends)
         # A batch re-planned after a restart may name offsets the broker no longer has (its log
         # was reset since): reading them would wait forever. Skip such a range; the next
         # latestOffset() then sees the checkpoint past the log end and resumes from earliest.
-        log_end = self.probe.true_ends(sorted(ends), chase=True)
-        unproven = [p for p in self.probe.inexact if ends[p] > log_end[p]]
-        if unproven:  # a lower bound short of the planned end proves nothing: ask for the exact end
-            log_end.update(self.probe.true_ends(unproven))
+        # An end this reader's probe has seen (latestOffset just planned it) exists: only a
+        # batch planned by an earlier run (no such end seen here yet) needs the broker's word.
+        log_end = {p: o for p, o in self.probe.known.items() if p in ends}
+        unchecked = sorted(p for p in ends if ends[p] > log_end.get(p, -1))
+        if unchecked:
+            log_end.update(self.probe.true_ends(unchecked, chase=True))
+            unproven = [p for p in self.probe.inexact if p in unchecked and ends[p] > log_end[p]]
+            if unproven:  # a lower bound short of the planned end proves nothing: ask for the exact end
+                log_end.update(self.probe.true_ends(unproven))
         ranges = []
         for p in sorted(ends):
             lo, hi = begin[p], ends[p]
@@ -300,7 +347,7 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
             pieces = -(-(hi - lo) // self.rows_per_partition)
             size = -(-(hi - lo) // pieces)
             ranges.extend(KafkaRange(self.topic, p, o, min(o + size, hi)) for o in range(lo, hi, size))
-        return ranges
+        return pack(ranges, self.rows_per_partition)
 
     def _effective_start(self, start: Offsets, ends: Mapping[int, int]) -> dict[int, int]:
         """Where each partition really starts: the checkpoint, or earliest if new or past the end."""
@@ -336,9 +383,11 @@ class KafkaStreamReader(DataSourceStreamReader, SupportsTriggerAvailableNow):
 
     # -- worker side -------------------------------------------------------------------------
 
-    def read(self, partition: KafkaRange) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
-        """Records ``[start, end)`` of one partition as Arrow batches (runs in a Python worker)."""
-        yield from read_range(partition, self.bootstrap, self.kafka_config, self.read_timeout)
+    def read(self, partition: KafkaTask | KafkaRange) -> Iterator[pa.RecordBatch]:  # type: ignore[override]
+        """The records of a task's ranges, in order, as Arrow batches (runs in a Python worker)."""
+        ranges = partition.ranges if isinstance(partition, KafkaTask) else (partition,)
+        for piece in ranges:
+            yield from read_range(piece, self.bootstrap, self.kafka_config, self.read_timeout)
 
 
 def _share(available: Mapping[int, int], budget: int) -> dict[int, int]:
@@ -398,7 +447,9 @@ def read_range(
     try:
         consumer.assign([TopicPartition(topic, partition, part.start)])
         while last < end - 1:
-            msgs = consumer.consume(num_messages=20_000, timeout=0.2)
+            # consume() returns early only once num_messages have arrived: ask for no more than
+            # the range still holds, or every small (live) range waits out the whole timeout.
+            msgs = consumer.consume(num_messages=min(20_000, end - 1 - last), timeout=0.2)
             truncated_at = None
             if msgs and any(m.error() is not None for m in msgs):
                 records = []
@@ -472,6 +523,9 @@ def _borrow(bootstrap: str, extra: Mapping[str, str]) -> tuple[tuple, Consumer]:
                 # Fewer, larger fetches for backlogs; error (not silently jump) if the start is gone.
                 "max.partition.fetch.bytes": 8 * 1024 * 1024,
                 "fetch.max.bytes": 64 * 1024 * 1024,
+                # A range's records exist already: a fetch parked at the end of one range
+                # (the default 500 ms) would hold up the next range of the task.
+                "fetch.wait.max.ms": 10,
                 "auto.offset.reset": "error",
             }
         )

@@ -19,7 +19,7 @@ from pyspark.sql.streaming.datasource import ReadAllAvailable, ReadMaxRows
 from feature_store.settings import Settings
 from producer.publisher import Publisher
 from producer.topics import TopicRecord, ensure_topics, read_topic
-from spark_jobs.kafka_source import ARROW_SCHEMA, KafkaRange, KafkaSource, KafkaStreamReader, _share
+from spark_jobs.kafka_source import ARROW_SCHEMA, KafkaRange, KafkaSource, KafkaStreamReader, _share, pack
 from tests.services import unique_topic_name
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,17 @@ def test_the_row_budget_is_shared_in_proportion_and_never_exceeded() -> None:
     small = _share({0: 5, 1: 5, 2: 5}, 2)
     assert sum(small.values()) == 2 and all(0 <= n <= 5 for n in small.values())
     assert sum(_share({0: 1, 1: 1_000_000}, 1).values()) == 1
+
+
+def test_small_ranges_share_a_task_and_no_task_exceeds_its_rows() -> None:
+    live = [KafkaRange("t", p, 1_000, 1_000 + n) for p, n in enumerate([700, 650, 680])]
+    assert [task.ranges for task in pack(live, 200_000)] == [tuple(live)]  # a live batch: one task
+    backlog = [KafkaRange("t", p, o, o + 80_000) for p in range(3) for o in (0, 80_000)]
+    assert len(pack(backlog, 100_000)) == 6  # no two pieces fit together: every core gets work
+    mixed = [KafkaRange("t", 0, 0, 60), KafkaRange("t", 1, 0, 50), KafkaRange("t", 2, 0, 40), KafkaRange("t", 3, 0, 30)]
+    tasks = pack(mixed, 100)
+    assert sorted(r.partition for task in tasks for r in task.ranges) == [0, 1, 2, 3]  # every range exactly once
+    assert all(sum(r.rows for r in task.ranges) <= 100 for task in tasks) and len(tasks) == 2
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -224,7 +235,7 @@ def test_the_reset_is_detected_and_logged_by_the_reader(stack: Settings, caplog:
         stale = {p: 1_000 for p in ends}
         with caplog.at_level(logging.WARNING, logger="spark_jobs.kafka_source"):
             end = reader.latestOffset(stale, ReadAllAvailable())
-            ranges = reader.partitions(stale, end)
+            ranges = [r for task in reader.partitions(stale, end) for r in task.ranges]
         assert end == ends
         assert sorted((r.partition, r.start, r.end) for r in ranges) == [(int(p), 0, e) for p, e in ends.items()]
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -258,12 +269,14 @@ def test_the_end_is_the_true_log_end_not_the_listed_high_watermark(
         end = reader.latestOffset(start, ReadAllAvailable())
         assert end == {"0": 500}
         assert reader.latestOffset(end, ReadAllAvailable()) == end  # probed again from the remembered end
-        ranges = reader.partitions(start, end)
+        tasks = reader.partitions(start, end)
+        ranges = sorted((r for task in tasks for r in task.ranges), key=lambda r: r.start)
         assert [(r.start, r.end) for r in ranges] == [(0, 100), (100, 200), (200, 300), (300, 400), (400, 500)]
+        assert [len(task.ranges) for task in tasks] == [1] * 5  # each as big as a task may be
         # read() (normally in a worker) returns exactly its range.
         reader = pickle_roundtrip(reader)
-        offsets = [o for r in ranges for b in reader.read(r) for o in b.column("offset").to_pylist()]
-        assert offsets == list(range(500))
+        offsets = [o for task in tasks for b in reader.read(task) for o in b.column("offset").to_pylist()]
+        assert sorted(offsets) == list(range(500))
         assert list(reader.read(KafkaRange(topic, 0, 490, 490))) == []
         # A range that runs past the log end (reset after planning) stops at the end, with a warning.
         with caplog.at_level(logging.WARNING, logger="spark_jobs.kafka_source"):

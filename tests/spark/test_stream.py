@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from feature_store.online import (
 from feature_store.settings import Settings
 from producer.publisher import Publisher
 from producer.replay import ReplayOptions, replay
-from producer.topics import ensure_topics
+from producer.topics import ensure_topics, read_topic
 from spark_jobs import stream
 from spark_jobs.features import batch_features, batch_session_events
 from tests.services import unique_topic_name
@@ -127,8 +128,18 @@ def assert_session_events_equal_offline(spark, settings: Settings) -> int:
 @needs_sample
 def test_redis_holds_exactly_the_batch_recomputation(spark, settings: Settings) -> None:
     _replay(settings)
+    # Records no clickrec publisher would send (another producer on the topic): dead letters.
+    strangers = Publisher.from_settings(settings)
+    for value in (b"not json", b'{"event_type": "view", "user_id": 1}'):
+        strangers.publish("stranger", value)
+    strangers.flush()
     queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
     stream.run_to_end(queries)
+    letters = [json.loads(r.value) for r in read_topic(settings.kafka_bootstrap, settings.dlq_topic, timeout=30)]
+    assert sorted(letter["raw"] for letter in letters) == ["not json", '{"event_type": "view", "user_id": 1}']
+    assert all(letter["reason"].startswith("not a click event") for letter in letters)
+    assert all(letter["origin"].startswith(settings.clicks_topic + "/") for letter in letters)
+    assert "missing event_time" in next(x["reason"] for x in letters if x["raw"].startswith("{"))
     assert Lake(settings.lake_url, settings).read().num_rows > 17_000
     checked = assert_online_equals_offline(spark, settings)
     assert checked["session"] == 5_066  # every session of the sample

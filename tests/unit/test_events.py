@@ -6,6 +6,7 @@ import json
 import re
 from datetime import datetime, timezone
 
+import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
@@ -18,6 +19,7 @@ from producer.events import (
     new_event_id,
     rejection_reason,
 )
+from producer.schema import EVENT_SCHEMA, decode_wire
 from tests.builders import csv_row
 
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
@@ -362,3 +364,30 @@ def test_kafka_key_is_the_user_id() -> None:
     event = ClickEvent.from_csv_fields(row(user_id="000123"))
     assert event.kafka_key == "123"
     assert ClickEvent.from_csv_fields(row(user_id="541312140")).kafka_key == "541312140"
+
+
+# -- decode_wire: the stream's parser of the clicks topic ------------------------------------
+
+
+def test_decode_wire_types_every_field_like_the_model() -> None:
+    events = [ClickEvent.from_csv_fields(f) for f in (row(), row(brand="", price="0", user_id="7"))]
+    table, index, rejected = decode_wire(pa.array([e.to_wire() for e in events], pa.binary()))
+    assert rejected == [] and index.tolist() == [0, 1]
+    assert table.schema == EVENT_SCHEMA
+    for got, event in zip(table.to_pylist(), events):
+        assert got == event.model_dump(mode="python") | {"event_type": event.event_type.value, "source": event.source.value}
+
+
+def test_decode_wire_rejects_bad_values_with_reasons_and_keeps_the_rest_in_place() -> None:
+    good = [ClickEvent.from_csv_fields(row(user_id=str(n))).to_wire() for n in range(1, 6)]
+    extra_field = good[4][:-1] + b',"referrer": "ad"}'
+    values = [good[0], None, b"not json", b"", b'{"event_type": "view"}', good[1], b"[1, 2]", good[2], extra_field]
+    table, index, rejected = decode_wire(pa.array(values, pa.binary()))
+    assert index.tolist() == [0, 5, 7, 8]  # where each decoded event came from
+    assert table.column("user_id").to_pylist() == [1, 2, 3, 5]  # an unknown field is ignored
+    assert [i for i, _ in rejected] == [1, 2, 3, 4, 6]
+    reasons = dict(rejected)
+    assert reasons[1] == "no value"
+    assert all(reasons[i].startswith("not a click event") for i in (2, 3, 4, 6))
+    assert "missing event_time" in reasons[4] and "user_id" in reasons[4]
+    assert decode_wire(pa.array([], pa.binary()))[0].num_rows == 0
