@@ -37,6 +37,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +51,8 @@ from feature_store.definitions import (
     HEALTH_PRIOR_VIEWS,
     SESSION_FEATURES,
     USER,
+    USER_2M,
+    USER_PROFILE,
     Agg,
     Dtype,
     FeatureGroup,
@@ -560,6 +563,17 @@ return dups
 """
 
 
+@dataclass(frozen=True)
+class Shopper:
+    """What the store holds about one user and their session (`OnlineStore.read_shopper`)."""
+
+    bot: bool = False
+    profile: dict[str, Any] | None = None
+    user_2m: dict[str, Any] | None = None
+    session: dict[str, Any] | None = None
+    session_events: list[dict[str, Any]] = field(default_factory=list)
+
+
 class OnlineStore:
     """Reads and writes clickrec's features in Redis (see the module docstring)."""
 
@@ -728,25 +742,48 @@ class OnlineStore:
         windows are combined from their panes there): a few replies instead of one
         command per key.
         """
+        with self.client.pipeline(transaction=False) as pipe:
+            queued = self._queue_reads(pipe, requests)
+            return self._decode_reads(pipe.execute(), queued)
+
+    def read_shopper(self, user_id: Any, session_id: str | None, at: float | None = None) -> Shopper:
+        """Everything the API knows about a user and their session, in ONE round trip."""
+        requests = [(USER_PROFILE, [user_id], at), (USER_2M, [user_id], at),
+                    (SESSION_FEATURES, [session_id] if session_id else [], at)]  # fmt: skip
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(bot_key(user_id))
+            if session_id:
+                pipe.zrange(session_keys(session_id)[2], 0, -1)
+            queued = self._queue_reads(pipe, requests)
+            replies = pipe.execute()
+        events = [json.loads(member) for member in replies[1]] if session_id else []
+        (profile,), (user_2m,), session = self._decode_reads(replies[2 if session_id else 1 :], queued)
+        return Shopper(bot=bool(replies[0]), profile=profile, user_2m=user_2m,
+                       session=session[0] if session else None, session_events=events)  # fmt: skip
+
+    def _queue_reads(self, pipe: Any, requests: Sequence[tuple[FeatureGroup, Sequence[Any], float | None]]) -> list:
+        """Queue the script calls of `read_groups` on `pipe`; returns what `_decode_reads` needs."""
         now = time.time()
         queued: list[tuple[FeatureGroup, int]] = []  # (group, script calls queued)
-        with self.client.pipeline(transaction=False) as pipe:
-            for group, entity_ids, at in requests:
-                at = now if at is None else at
-                calls = 0
-                for first in range(0, len(entity_ids), _ROWS_PER_CALL):
-                    chunk = entity_ids[first : first + _ROWS_PER_CALL]
-                    if group.window is Window.SLIDING:
-                        slide, windows = _panes_per_window(group)
-                        spec, _ = _window_spec(group)
-                        keys = [_base_key(group, e) for e in chunk]
-                        self._read_windows(args=[bucket_for_read(group, at), slide, windows, spec, *keys], client=pipe)
-                    else:
-                        bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
-                        self._read_hashes(args=[window_key(group, e, bucket) for e in chunk], client=pipe)
-                    calls += 1
-                queued.append((group, calls))
-            replies = pipe.execute()
+        for group, entity_ids, at in requests:
+            at = now if at is None else at
+            calls = 0
+            for first in range(0, len(entity_ids), _ROWS_PER_CALL):
+                chunk = entity_ids[first : first + _ROWS_PER_CALL]
+                if group.window is Window.SLIDING:
+                    slide, windows = _panes_per_window(group)
+                    spec, _ = _window_spec(group)
+                    keys = [_base_key(group, e) for e in chunk]
+                    self._read_windows(args=[bucket_for_read(group, at), slide, windows, spec, *keys], client=pipe)
+                else:
+                    bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
+                    self._read_hashes(args=[window_key(group, e, bucket) for e in chunk], client=pipe)
+                calls += 1
+            queued.append((group, calls))
+        return queued
+
+    @staticmethod
+    def _decode_reads(replies: Sequence[Any], queued: list) -> list[list[dict[str, Any] | None]]:
         out, position = [], 0
         for group, calls in queued:
             flats = [flat for reply in replies[position : position + calls] for flat in reply]

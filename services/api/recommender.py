@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import redis
 
 from feature_store.definitions import SESSION_FEATURES, USER_2M, USER_PROFILE
-from feature_store.online import OnlineStore
+from feature_store.online import OnlineStore, Shopper
 from services.api import recommend as rec
 from services.api.errors import ArtifactMissing
 from services.api.metrics import Metrics
@@ -36,15 +36,34 @@ SESSION_NEIGHBOURS = "also_viewed"
 class OnlineSignals:
     """What Redis says about the user and the session right now."""
 
-    bot: bool = False
-    profile: dict[str, Any] | None = None
-    user_2m: dict[str, Any] | None = None
-    session: dict[str, Any] | None = None
-    session_purchases: list[int] = field(default_factory=list)
+    shopper: Shopper
+
+    @property
+    def bot(self) -> bool:
+        return self.shopper.bot
+
+    @property
+    def profile(self) -> dict[str, Any] | None:
+        return self.shopper.profile
+
+    @property
+    def user_2m(self) -> dict[str, Any] | None:
+        return self.shopper.user_2m
+
+    @property
+    def session(self) -> dict[str, Any] | None:
+        return self.shopper.session
 
     @property
     def recent_products(self) -> list[int]:
         return list((self.session or {}).get("recent_products") or [])
+
+    @property
+    def session_purchases(self) -> list[int]:
+        """Purchases of this very session (not in the profile yet)."""
+        if self.session is None:
+            return []
+        return [int(e["product_id"]) for e in self.shopper.session_events if str(e.get("event_type")) == "purchase"]
 
     @property
     def bought(self) -> set[int]:
@@ -55,17 +74,8 @@ class OnlineSignals:
 def read_signals(
     store: OnlineStore, user_id: int, session_id: str | None, at: float, metrics: Metrics | None = None
 ) -> OnlineSignals:
-    """Bot flag, profile, current two-minute window and session (raises redis.RedisError when Redis is down)."""
-    signals = OnlineSignals(
-        bot=store.is_bot(user_id),
-        profile=store.read(USER_PROFILE, user_id, at),
-        user_2m=store.read(USER_2M, user_id, at),
-        session=store.read(SESSION_FEATURES, session_id, at) if session_id else None,
-    )
-    if session_id and signals.session is not None:  # purchases of this very session are not in the profile yet
-        signals.session_purchases = [
-            int(e["product_id"]) for e in store.session_events(session_id) if str(e.get("event_type")) == "purchase"
-        ]
+    """Bot flag, profile, current two-minute window and session, in one round trip (raises redis.RedisError when Redis is down)."""
+    signals = OnlineSignals(store.read_shopper(user_id, session_id, at))
     if metrics is not None:
         for group, values in ((USER_PROFILE, signals.profile), (USER_2M, signals.user_2m), (SESSION_FEATURES, signals.session)):
             metrics.observe_feature(group.name, values, at)
@@ -76,13 +86,13 @@ class _Request:
     """The steps of one request; the ALS candidates are computed once and shared by ranker and ALS."""
 
     def __init__(self, snapshot: Snapshot, store: OnlineStore, *, user_id: int, session_id: str | None,
-                 category: str | None, pool: int, at: float, signals: OnlineSignals | None) -> None:  # fmt: skip
+                 category: str | None, k: int, pool: int, at: float, signals: OnlineSignals | None) -> None:  # fmt: skip
         assert snapshot.candidates is not None
         self.snapshot = snapshot
         self.cands: CandidateSet = snapshot.candidates
         self.store = store
         self.user_id, self.session_id, self.category = user_id, session_id, category
-        self.pool, self.at, self.signals = pool, at, signals
+        self.k, self.pool, self.at, self.signals = k, pool, at, signals
         self.exclude = np.fromiter(sorted(signals.bought), np.int64) if signals and not signals.bot else np.empty(0, np.int64)
         self.taste = rec.Taste.from_profile(signals.profile if signals else None)
         self._als: tuple[np.ndarray, np.ndarray] | None = None
@@ -116,6 +126,8 @@ class _Request:
         return self._als
 
     def _personal_ranked(self, ids: np.ndarray, scores: np.ndarray) -> Ranked:
+        # The chain answers with the first k: reasons for the other candidates would be thrown away.
+        ids, scores = ids[: self.k], scores[: self.k]
         infos = self.cands.describe_many(ids)
         return Ranked(ids, scores, tuple(rec.personal_reason(info, self.taste) for info in infos))
 
@@ -129,7 +141,7 @@ class _Request:
             scores = self.snapshot.ranker.rerank(  # spark_jobs.ranker.serving.Ranker
                 self.store, user_id=self.user_id, session_id=self.session_id, candidates=ids,
                 als_scores=als_scores, at=self.at, catalogue=self.cands.catalogue,
-                neighbours=self.cands.neighbours[SESSION_NEIGHBOURS],
+                neighbours=self.cands.neighbours[SESSION_NEIGHBOURS], shopper=self._personal().shopper,
             )  # fmt: skip
         except redis.RedisError as error:
             raise Skip(SkipReason.ONLINE_STORE_DOWN, str(error)) from None
@@ -236,7 +248,7 @@ def recommend(
         log.warning("online store unavailable, answering without it: %s", error)
         signals = None
     request = _Request(snapshot, store, user_id=user_id, session_id=session_id, category=category,
-                       pool=max(pool, k), at=at, signals=signals)  # fmt: skip
+                       k=k, pool=max(pool, k), at=at, signals=signals)  # fmt: skip
     answer = rec.answer(request.steps(), k)
     metrics.recommendations.labels(source=answer.source.value).inc()
     for skipped in answer.skipped:

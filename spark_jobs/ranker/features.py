@@ -17,6 +17,7 @@ window exists and holds no such event.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -110,10 +111,18 @@ def _value(row: Row, name: str) -> float:
 
 def _columns(rows: Sequence[Row], *names: str) -> dict[str, np.ndarray]:
     """name -> one float per row (NaN where the row or the value is missing); one pass over the rows."""
-    blank = [None] * len(names)
+    blank = (None,) * len(names) if len(names) > 1 else None
+    get = operator.itemgetter(*names)
+    try:  # rows from the codec hold every feature of their group: one C call per row
+        values = [get(r) if r is not None else blank for r in rows]
+    except KeyError:
+        def get(row: Mapping[str, Any]) -> Any:
+            found = tuple(row.get(name) for name in names)
+            return found if len(names) > 1 else found[0]
+
+        values = [get(r) if r is not None else blank for r in rows]
     # dtype=float turns None into NaN in C: far cheaper than a Python call per value
-    table = np.array([[r.get(name) for name in names] if r is not None else blank for r in rows], dtype=np.float64)
-    table = table.reshape(len(rows), len(names))
+    table = np.array(values, dtype=np.float64).reshape(len(rows), len(names))
     return {name: table[:, i] for i, name in enumerate(names)}
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from feature_store.artifacts import Artifacts
 from feature_store.definitions import PRODUCT_1D, PRODUCT_1H, PRODUCT_2M, SESSION_FEATURES, USER_2M, USER_PROFILE, FeatureGroup
-from feature_store.online import OnlineStore, bucket_for_read
+from feature_store.online import OnlineStore, Shopper, bucket_for_read
 from spark_jobs.candidates.catalogue import Catalogue
 from spark_jobs.candidates.item_item import ItemNeighbours
 from spark_jobs.ranker import model as ranker_model
@@ -94,18 +94,23 @@ def read_inputs(
     catalogue: Catalogue,
     neighbours: ItemNeighbours,
     cache: ProductFeatureCache | None = None,
+    shopper: Shopper | None = None,
 ) -> RankInputs:
     """Everything `candidate_features` needs, read from Redis in one round trip (`OnlineStore.read_groups`).
 
-    The product rows come from `cache` when it holds them (see ProductFeatureCache).
+    The product rows come from `cache` when it holds them (see ProductFeatureCache);
+    the user's and session's rows from `shopper` when the caller has read them at `at`.
     """
     ids = candidates.tolist()
-    user_reads = [(USER_2M, [user_id], at), (USER_PROFILE, [user_id], at),
-                  (SESSION_FEATURES, [session_id] if session_id else [], at)]  # fmt: skip
-    (user_2m,), (profile,), session, *per_product = (cache or ProductFeatureCache(0)).read(store, ids, at, user_reads)
-    return RankInputs(at=at, candidates=candidates, als_scores=als_scores, user_2m=user_2m,
-                      session=session[0] if session else None, profile=profile, catalogue=catalogue,
-                      neighbours=neighbours,
+    if shopper is None:
+        user_reads = [(USER_2M, [user_id], at), (USER_PROFILE, [user_id], at),
+                      (SESSION_FEATURES, [session_id] if session_id else [], at)]  # fmt: skip
+        (user_2m,), (profile,), session, *per_product = (cache or ProductFeatureCache(0)).read(store, ids, at, user_reads)
+        shopper = Shopper(profile=profile, user_2m=user_2m, session=session[0] if session else None)
+    else:
+        per_product = (cache or ProductFeatureCache(0)).read(store, ids, at, [])
+    return RankInputs(at=at, candidates=candidates, als_scores=als_scores, user_2m=shopper.user_2m,
+                      session=shopper.session, profile=shopper.profile, catalogue=catalogue, neighbours=neighbours,
                       **{name: rows for (name, _, _), rows in zip(PRODUCT_READS, per_product)})  # fmt: skip
 
 
@@ -136,9 +141,13 @@ class Ranker:
         at: float | None = None,
         catalogue: Catalogue,
         neighbours: ItemNeighbours,
+        shopper: Shopper | None = None,
     ) -> np.ndarray:
-        """One score per candidate (higher = better); raises redis.RedisError when Redis is down."""
+        """One score per candidate (higher = better); raises redis.RedisError when Redis is down.
+
+        `shopper`: the user's and session's rows if already read at `at` (the API reads them first).
+        """
         inputs = read_inputs(store, user_id=user_id, session_id=session_id, candidates=np.asarray(candidates, np.int64),
                              als_scores=np.asarray(als_scores, np.float32), at=time.time() if at is None else at,
-                             catalogue=catalogue, neighbours=neighbours, cache=self.cache)  # fmt: skip
+                             catalogue=catalogue, neighbours=neighbours, cache=self.cache, shopper=shopper)  # fmt: skip
         return self.model.score(candidate_features(inputs))

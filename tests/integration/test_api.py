@@ -217,10 +217,11 @@ class ReversingRanker:
     version = "fake-ranker"
     fail = False
 
-    def rerank(self, store, *, user_id, session_id, candidates, als_scores, at, catalogue, neighbours):
+    def rerank(self, store, *, user_id, session_id, candidates, als_scores, at, catalogue, neighbours, shopper):
         assert candidates.dtype == np.int64 and len(candidates) == len(als_scores)
         assert len(neighbours.item_ids) and len(catalogue)
-        store.read(USER_2M, user_id, at)
+        # the API hands over the user's rows it read at `at`: the ranker does not read them again
+        assert shopper.user_2m == store.read(USER_2M, user_id, at)
         if self.fail:
             raise RuntimeError("boom")
         return -np.asarray(als_scores, dtype=np.float64)
