@@ -94,20 +94,54 @@ def private_redis(run_dir: Path) -> Iterator[tuple[Settings, int]]:
         sup.stop("redis")
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (uvicorn's supervisor and its workers), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, []))
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of a process and its descendants (all threads), from /proc."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """Resident memory now (VmRSS) and its peak so far (VmHWM), MB."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            name, value = line.split(":")
-            out[{"VmRSS": "rss_mb", "VmHWM": "peak_rss_mb"}[name]] = int(value.split()[0]) / 1024
-    return out
+    """Memory of a process and its descendants, MB: resident now (VmRSS), the sum of their peaks (VmHWM),
+    and the proportional set size (PSS: a page shared by two workers counts half in each)."""
+    out = {"rss_mb": 0.0, "peak_rss_mb": 0.0, "pss_mb": 0.0, "processes": 0}
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text().splitlines()
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text().splitlines()
+        except OSError:
+            continue
+        out["processes"] += 1
+        for line in status:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                name, value = line.split(":")
+                out[{"VmRSS": "rss_mb", "VmHWM": "peak_rss_mb"}[name]] += int(value.split()[0]) / 1024
+        for line in rollup:
+            if line.startswith("Pss:"):
+                out["pss_mb"] += int(line.split()[1]) / 1024
+    return {k: round(v, 1) for k, v in out.items()}
 
 
 def get_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
@@ -124,6 +158,7 @@ class Api:
 
     settings: Settings
     log_path: Path
+    workers: int = 1
     proc: subprocess.Popen | None = None
     port: int = 0
     startup_s: float = 0.0
@@ -141,6 +176,8 @@ class Api:
             "LAKE_URL": self.settings.lake_url,
             "KAFKA_BOOTSTRAP": self.settings.kafka_bootstrap,  # nothing listens: POST /events is not measured
             "LOG_LEVEL": "WARNING",  # no access log line per request
+            "API_WORKERS": str(self.workers),
+            "API_FACTOR_DIR": str(self.log_path.parent / "api-factors"),
         }
         started = time.perf_counter()
         with self.log_path.open("ab") as log_file:
@@ -148,13 +185,18 @@ class Api:
                 [str(CLICKREC), "api", "--host", "127.0.0.1", "--port", str(self.port)],
                 env=env, cwd=self.log_path.parent, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
+        answered: set[int] = set()  # worker pids seen: every worker must have loaded its artifacts
         while time.perf_counter() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the API exited ({self.proc.returncode}); see {self.log_path}")
             try:
-                if get_json(self.base + "/health", 1.0)[0] == 200:
-                    self.startup_s = time.perf_counter() - started
-                    return
+                status, body = get_json(self.base + "/health", 1.0)
+                if status == 200:
+                    answered.add(body["pid"])
+                    if len(answered) >= self.workers:
+                        self.startup_s = time.perf_counter() - started
+                        return
+                    continue  # a new connection may reach another worker
             except OSError:
                 pass
             time.sleep(0.2)
@@ -747,7 +789,7 @@ def small_scale(args, tmp: Path, settings: Settings, redis_pid: int, python: Pat
         "bench_users": len(users), "live_products": len(live.products), "setup_s": round(setup_s, 1),
     }  # fmt: skip
     live.start()
-    api = Api(settings, tmp / "api-small.log")
+    api = Api(settings, tmp / "api-small.log", workers=args.workers)
     try:
         result["hits_before"] = read_hits(store, users[:20], lists[:20], cands.catalogue, neighbours)
         api.start()
@@ -821,7 +863,7 @@ def october_scale(args, tmp: Path, settings: Settings, redis_pid: int) -> dict[s
         "bench_users": len(users), "live_products": len(products), "setup_s": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     live.start()
-    api = Api(oct_settings, tmp / "api-october.log")
+    api = Api(oct_settings, tmp / "api-october.log", workers=args.workers)
     try:
         api.start()
         result["api_startup_s"] = round(api.startup_s, 2)
@@ -873,6 +915,7 @@ def print_table(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # the load generator's own process
+    parser.add_argument("--workers", type=int, default=1, help="API worker processes (API_WORKERS)")
     parser.add_argument("--users", type=int, default=2_000, help="synthetic users (small scale)")
     parser.add_argument("--days", type=int, default=3, help="synthetic days (small scale)")
     parser.add_argument("--bench-users", type=int, default=100, help="users the load cycles through")
@@ -914,7 +957,8 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "loadavg_start": loadavg(),
         "setup": {
-            "server": "clickrec api (uvicorn, 1 process, uvloop + httptools), LOG_LEVEL=WARNING",
+            "server": f"clickrec api (uvicorn, {args.workers} worker process(es), uvloop + httptools), LOG_LEVEL=WARNING, "
+                      "user factors memory-mapped (API_FACTOR_DIR)",
             "client": "separate process: httpx.AsyncClient on uvloop, keep-alive; open loop timed from the scheduled send",
             "ranker": f"XGBoost rank:ndcg, depth 6, {args.ranker_rounds} rounds, trained on random features (FEATURES order) "
                       "and published with spark_jobs.ranker.model.publish",

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The repository root, so relative defaults work from any working directory.
@@ -73,6 +73,18 @@ class Settings(BaseSettings):
     api_candidate_pool: int = Field(
         200, ge=1, description="ALS candidates scored per request before filtering and reranking."
     )
+    api_workers: int = Field(
+        1, ge=1, description="uvicorn worker processes of `clickrec api` (they share the memory-mapped user factors)."
+    )
+    api_factor_dir: Path | None = Field(
+        PROJECT_ROOT / "data" / "api-factors",
+        description="Where the API memory-maps the ALS user factors (one file per candidates version); empty: keep them in RAM.",
+    )
+    @field_validator("api_factor_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     api_product_cache_seconds: float = Field(
         1.0, ge=0.0, description="How long the ranker reuses a product's online features across requests (0 = always read)."
     )

@@ -225,7 +225,8 @@ def api(
     purchase probability, analytics, /ready and /metrics. Interactive docs at http://HOST:PORT/docs.
 
     It loads the latest artifacts at start and picks up new versions every
-    API_ARTIFACT_POLL_SECONDS without a restart. Ctrl-C (or SIGTERM) stops it.
+    API_ARTIFACT_POLL_SECONDS without a restart. API_WORKERS processes serve
+    (they share the memory-mapped user factors). Ctrl-C (or SIGTERM) stops it.
     """
     import uvicorn
 
@@ -235,6 +236,7 @@ def api(
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
+        workers=settings.api_workers,
         log_level=settings.log_level.lower(),
     )
 

@@ -21,13 +21,18 @@ file's bytes plus that array, not at three copies of the table.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import math
+import mmap
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -161,19 +166,56 @@ class PopularLists:
 # --------------------------------------------------------------------------- #
 
 
-def _read_factors(artifacts: Artifacts, version: str, name: str, index_name: str) -> np.ndarray:
+def _read_factors(artifacts: Artifacts, version: str, name: str, index_name: str, out_dir: Path | None = None) -> np.ndarray:
     """A factor table (`index`, fixed-size list `factors`) straight into one (rows, f) float32 array.
 
     Batch by batch from the file's bytes: never the whole table, a sorted copy
     and a float copy at once (3 x 0.77 GB for October's 3M users x 64 factors).
+    With `out_dir` the array is a memory-mapped ``.npy`` file there (see `_mapped`).
     """
     parquet = pq.ParquetFile(pa.BufferReader(artifacts.read_bytes(CANDIDATES, name, version)))
     width = parquet.schema_arrow.field("factors").type.list_size
-    out = np.empty((parquet.metadata.num_rows, width), np.float32)
-    for batch in parquet.iter_batches(batch_size=65_536, columns=[index_name, "factors"]):
-        rows = batch.column(index_name).to_numpy()
-        out[rows] = batch.column("factors").flatten().to_numpy().reshape(-1, width)
-    return out
+    shape = (parquet.metadata.num_rows, width)
+
+    def fill(out: np.ndarray) -> None:
+        for batch in parquet.iter_batches(batch_size=65_536, columns=[index_name, "factors"]):
+            rows = batch.column(index_name).to_numpy()
+            out[rows] = batch.column("factors").flatten().to_numpy().reshape(-1, width)
+
+    if out_dir is None:
+        out = np.empty(shape, np.float32)
+        fill(out)
+        return out
+    return _mapped(out_dir / f"{version}" / f"{Path(name).stem}.npy", shape, fill)
+
+
+def _mapped(path: Path, shape: tuple[int, int], fill: Callable[[np.ndarray], None]) -> np.ndarray:
+    """A read-only memory map of the float32 array at `path`, written by `fill` first if missing.
+
+    Every API worker maps the same file, so the kernel keeps one copy of the pages
+    for all of them, and only the rows requests touch are resident at all. Workers
+    starting together take turns on a lock: the first writes, the rest map.
+    Directories of older versions are removed (a worker still serving one keeps
+    its mapping: unlinking a mapped file does not unmap it).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            scratch = path.with_suffix(f".{os.getpid()}.tmp")
+            out = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=shape)
+            fill(out)
+            out.flush()
+            del out
+            os.replace(scratch, path)
+        for old in path.parent.parent.iterdir():
+            if old.is_dir() and old.name < path.parent.name:
+                shutil.rmtree(old, ignore_errors=True)
+    mapped = np.load(path, mmap_mode="r")
+    if mapped.shape != shape:
+        raise ValueError(f"{path}: shape {mapped.shape}, expected {shape}; delete the file to rebuild it")
+    mapped._mmap.madvise(mmap.MADV_RANDOM)  # one row per request: read-ahead would only pull in neighbours
+    return mapped
 
 
 def _read_neighbours(artifacts: Artifacts, version: str) -> dict[str, ItemNeighbours]:
@@ -204,14 +246,16 @@ class CandidateSet:
     category_codes: dict[int, str] = field(default_factory=dict)  #: category_id -> code (where known)
 
     @classmethod
-    def load(cls, artifacts: Artifacts, version: str) -> CandidateSet:
+    def load(cls, artifacts: Artifacts, version: str, factor_dir: Path | None = None) -> CandidateSet:
+        """One version into memory; with `factor_dir`, the user factors are a memory-mapped file there."""
+
         def table(name: str) -> pa.Table:
             return artifacts.read_table(CANDIDATES, name, version)
 
         # neighbours first: their transient copies then do not stack on the factors' peak
         neighbours = _read_neighbours(artifacts, version)
         pa.default_memory_pool().release_unused()
-        user_factors = _read_factors(artifacts, version, "user_factors.parquet", "user_index")
+        user_factors = _read_factors(artifacts, version, "user_factors.parquet", "user_index", factor_dir)
         item_factors = _read_factors(artifacts, version, "item_factors.parquet", "item_index")
         users = table("user_index.parquet").sort_by("user_index")["user_id"].to_numpy()
         items = table("item_index.parquet").sort_by("item_index")["product_id"].to_numpy()
@@ -335,7 +379,7 @@ def _load_purchase_model(artifacts: Artifacts, version: str, settings: Settings)
 
 #: kind -> loader(artifacts, version, settings): the object the snapshot holds.
 LOADERS: dict[str, Callable[[Artifacts, str, Settings], Any]] = {
-    CANDIDATES: lambda artifacts, version, settings: CandidateSet.load(artifacts, version),
+    CANDIDATES: lambda artifacts, version, settings: CandidateSet.load(artifacts, version, settings.api_factor_dir),
     RANKER: _load_ranker,
     PURCHASE_MODEL: _load_purchase_model,
     ANALYTICS: lambda artifacts, version, settings: AnalyticsSet.load(artifacts, version),

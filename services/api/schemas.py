@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Discriminator, Field, Tag
@@ -163,6 +165,7 @@ class Journey(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
+    pid: int = Field(default_factory=os.getpid, description="The worker process that answered (API_WORKERS may run several).")
 
 
 class Readiness(BaseModel):

@@ -24,7 +24,7 @@ from feature_store.settings import Settings
 from producer.topics import read_topic
 from services.api import registry as registry_module
 from services.api.app import create_app
-from services.api.registry import ModelMismatch
+from services.api.registry import CandidateSet, ModelMismatch
 from tests.api_data import ApiWorld, build_world, copy_version, dead_url, live_click, write_live
 from tests.services import free_ports
 
@@ -498,7 +498,7 @@ def test_session_journey_from_the_lake_and_from_the_live_session(client: TestCli
 
 
 def test_health_ready_and_metrics(client: TestClient, world: ApiWorld, store) -> None:
-    assert client.get("/health").json() == {"status": "ok"}
+    assert client.get("/health").json() == {"status": "ok", "pid": os.getpid()}  # TestClient: this process
     ready = client.get("/ready")
     assert ready.status_code == 200
     body = ready.json()
@@ -559,3 +559,19 @@ def test_clickrec_api_serves_over_uvicorn(world: ApiWorld, tmp_path: Path) -> No
         proc.wait(timeout=30)
         log.close()
     assert "Application shutdown complete" in (tmp_path / "api.log").read_text()  # a graceful stop on SIGTERM
+
+
+def test_user_factors_are_memory_mapped_once_per_version_and_equal_the_artifact(world: ApiWorld, tmp_path: Path) -> None:
+    artifacts = open_artifacts(world.settings)
+    stale = tmp_path / "00000000T000000Z-old"  # an older version's file: removed by the next load
+    stale.mkdir()
+    mapped = CandidateSet.load(artifacts, world.candidates_version, tmp_path)
+    assert isinstance(mapped.user_factors, np.memmap) and not mapped.user_factors.flags.writeable
+    assert np.array_equal(mapped.user_factors, world.cands.user_factors)  # world.cands: loaded into RAM
+    user = world.known_user(3)
+    assert np.array_equal(mapped.user_vector(user), world.cands.user_vector(user))
+    path = tmp_path / world.candidates_version / "user_factors.npy"
+    written = path.stat().st_mtime_ns
+    again = CandidateSet.load(artifacts, world.candidates_version, tmp_path)  # a second worker maps the same file
+    assert path.stat().st_mtime_ns == written and np.array_equal(again.user_factors, mapped.user_factors)
+    assert not stale.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".lock", world.candidates_version]

@@ -64,3 +64,18 @@ def test_cached_product_rows_are_at_most_the_cache_age_old(store: OnlineStore) -
     while _inputs(store, short_lived, now).product_2m[0]["views"] != 2:  # the short-lived cache lets go
         assert time.monotonic() < deadline, "the cached value outlived the cache age"
         time.sleep(0.05)
+
+
+def test_one_round_trip_reads_the_shopper_and_survives_redis_forgetting_the_scripts(store: OnlineStore) -> None:
+    now = time.time()
+    write_live(store, [live_click(5, p, at=now - 5 + i, session="s5") for i, p in enumerate([11, 12])])
+    shopper = store.read_shopper(5, "s5", now)
+    assert not shopper.bot and shopper.profile is None
+    assert shopper.user_2m == store.read(USER_2M, 5, now) and shopper.session == store.read(SESSION_FEATURES, "s5")
+    assert [e["product_id"] for e in shopper.session_events] == [11, 12] == [e["product_id"] for e in store.session_events("s5")]
+    assert store.read_shopper(5, None, now).session is None
+    # Reads call their scripts by SHA; a Redis that restarted (or SCRIPT FLUSH) has none of them.
+    store.client.script_flush()
+    assert store.read_shopper(5, "s5", now) == shopper
+    store.client.script_flush()
+    assert store.read_many(PRODUCT_2M, PRODUCTS.tolist(), now)[0]["views"] == 1
