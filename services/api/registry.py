@@ -173,24 +173,30 @@ def _read_factors(artifacts: Artifacts, version: str, name: str, index_name: str
     and a float copy at once (3 x 0.77 GB for October's 3M users x 64 factors).
     With `out_dir` the array is a memory-mapped ``.npy`` file there (see `_mapped`).
     """
-    parquet = pq.ParquetFile(pa.BufferReader(artifacts.read_bytes(CANDIDATES, name, version)))
-    width = parquet.schema_arrow.field("factors").type.list_size
-    shape = (parquet.metadata.num_rows, width)
 
-    def fill(out: np.ndarray) -> None:
-        for batch in parquet.iter_batches(batch_size=65_536, columns=[index_name, "factors"]):
+    def read(allocate: Callable[[tuple[int, int]], np.ndarray]) -> np.ndarray:
+        parquet = pq.ParquetFile(pa.BufferReader(artifacts.read_bytes(CANDIDATES, name, version)))
+        width = parquet.schema_arrow.field("factors").type.list_size
+        out = allocate((parquet.metadata.num_rows, width))
+        batches = parquet.iter_batches(batch_size=65_536, columns=[index_name, "factors"])
+        for n, batch in enumerate(batches, start=1):
             rows = batch.column(index_name).to_numpy()
             out[rows] = batch.column("factors").flatten().to_numpy().reshape(-1, width)
+            if isinstance(out, np.memmap) and n % 4 == 0:
+                # Written pages of a file mapping count as this process's memory until dropped:
+                # write them out and drop them, or the load would peak at the file's whole size.
+                out.flush()
+                out._mmap.madvise(mmap.MADV_DONTNEED)
+        return out
 
     if out_dir is None:
-        out = np.empty(shape, np.float32)
-        fill(out)
-        return out
-    return _mapped(out_dir / f"{version}" / f"{Path(name).stem}.npy", shape, fill)
+        return read(lambda shape: np.empty(shape, np.float32))
+    return _mapped(out_dir / version / f"{Path(name).stem}.npy", read)
 
 
-def _mapped(path: Path, shape: tuple[int, int], fill: Callable[[np.ndarray], None]) -> np.ndarray:
-    """A read-only memory map of the float32 array at `path`, written by `fill` first if missing.
+def _mapped(path: Path, read: Callable[[Callable[[tuple[int, int]], np.ndarray]], np.ndarray]) -> np.ndarray:
+    """A read-only memory map of the float32 array at `path`; if missing, `read` writes it first
+    (given an allocator of a file-backed array): a worker that finds the file never reads the artifact.
 
     Every API worker maps the same file, so the kernel keeps one copy of the pages
     for all of them, and only the rows requests touch are resident at all. Workers
@@ -203,17 +209,14 @@ def _mapped(path: Path, shape: tuple[int, int], fill: Callable[[np.ndarray], Non
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not path.exists():
             scratch = path.with_suffix(f".{os.getpid()}.tmp")
-            out = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=shape)
-            fill(out)
-            out.flush()
-            del out
+            written = read(lambda shape: np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=shape))
+            written.flush()
+            del written
             os.replace(scratch, path)
         for old in path.parent.parent.iterdir():
             if old.is_dir() and old.name < path.parent.name:
                 shutil.rmtree(old, ignore_errors=True)
     mapped = np.load(path, mmap_mode="r")
-    if mapped.shape != shape:
-        raise ValueError(f"{path}: shape {mapped.shape}, expected {shape}; delete the file to rebuild it")
     mapped._mmap.madvise(mmap.MADV_RANDOM)  # one row per request: read-ahead would only pull in neighbours
     return mapped
 
