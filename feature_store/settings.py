@@ -80,11 +80,6 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "data" / "api-factors",
         description="Where the API memory-maps the ALS user factors (one file per candidates version); empty: keep them in RAM.",
     )
-    @field_validator("api_factor_dir", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
-
     api_product_cache_seconds: float = Field(
         1.0, ge=0.0, description="How long the ranker reuses a product's online features across requests (0 = always read)."
     )
@@ -103,6 +98,12 @@ class Settings(BaseSettings):
     demo_days: int = Field(3, ge=1, description="Days covered by the demo dataset.")
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level of every process.")
+
+    @field_validator("api_factor_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """API_FACTOR_DIR= (empty) means: keep the factors in RAM."""
+        return None if value == "" else value
 
     @property
     def kafka_port(self) -> int:
