@@ -3,6 +3,12 @@
 
 const CONFIG = JSON.parse(document.getElementById("config").textContent);
 
+// The skip link moves the focus without touching the URL: the shop routes on the hash, and "#main" is no page.
+document.querySelector("a.skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  document.getElementById("main").focus();
+});
+
 /** GET/POST JSON; never throws on an HTTP error: {ok, status, body} (body null when not JSON). */
 async function api(path, options = {}) {
   const init = { headers: { Accept: "application/json" }, ...options };

@@ -6,8 +6,10 @@ const ZONE = CONFIG.time_zone;
 const LAYOUT = {
   margin: { l: 60, r: 16, t: 10, b: 40 }, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
   font: { family: "system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size: 12, color: "#16202c" },
-  legend: { orientation: "h", x: 0, y: 1.12 }, hoverlabel: { namelength: -1 },
+  // above the plot, from the chart's left edge: never over the axis labels
+  legend: { orientation: "h", xref: "container", x: 0, yref: "container", y: 1, yanchor: "top" }, hoverlabel: { namelength: -1 },
 };
+const LEGEND_TOP = 34; // the top margin of a chart with a legend
 const PLOT = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"] };
 const BLUE = "#1d4ed8", ORANGE = "#d97706", GREY = "#64748b";
 const LIVE_POINTS = 150;
@@ -27,7 +29,16 @@ function noData(id, text) {
 }
 
 function table(name, answer) { return (answer.tables.find((t) => t.name === name) || { rows: [] }).rows; }
-function short(text, n = 28) { return text && text.length > n ? `…${text.slice(-(n - 1))}` : text; }
+/** Axis labels fit a phone: fewer characters when the chart is narrow. */
+function labelRoom(id, wide = 28) { return $(id).clientWidth < 500 ? Math.round(wide * 0.6) : wide; }
+/** At most n characters; a category code loses its leading levels first ("…kitchen.dishwasher"). */
+function short(text, n = 28) {
+  if (!text || text.length <= n) return text;
+  const parts = text.split(".");
+  while (parts.length > 1 && parts.join(".").length + 1 > n) parts.shift();
+  const tail = parts.join(".");
+  return tail.length + 1 <= n ? `…${tail}` : `${tail.slice(0, n - 1)}…`;
+}
 
 // --- analytics -------------------------------------------------------------------------------------------
 
@@ -70,38 +81,43 @@ function drawFunnel(answer) {
   const sessions = rows.find((r) => r.level === "sessions");
   if (sessions) $("funnel-caption").textContent =
     `Sessions: ${percent(sessions.cart_rate)} of viewing sessions cart, ${percent(sessions.purchase_rate)} of carting ones buy; conversion ${percent(sessions.conversion, 2)}.`;
-  return plot("chart-funnel", traces, { funnelmode: "group", margin: { l: 80, r: 16, t: 30, b: 30 } });
+  return plot("chart-funnel", traces, { funnelmode: "group", margin: { l: 80, r: 16, t: LEGEND_TOP, b: 30 } });
 }
 
 function drawCategories(answer) {
   const rows = table("categories", answer).slice(0, 10).reverse();
   if (!rows.length) return noData("chart-categories", "No purchases by category.");
-  return plot("chart-categories", [{ type: "bar", orientation: "h", name: "revenue", y: rows.map((r) => short(r.category_code)),
+  const room = labelRoom("chart-categories");
+  return plot("chart-categories", [{ type: "bar", orientation: "h", name: "revenue", y: rows.map((r) => short(r.category_code, room)),
     x: rows.map((r) => r.revenue), marker: { color: BLUE },
     customdata: rows.map((r) => [r.purchases, r.buyers, r.category_code]),
     hovertemplate: "%{customdata[2]}<br>revenue %{x:$,.2f}<br>%{customdata[0]} purchases by %{customdata[1]} buyers<extra></extra>" }],
-  { xaxis: { title: { text: "revenue (USD)" } } });
+  { xaxis: { title: { text: "revenue (USD)" }, nticks: 5 } });
 }
 
 function drawBrands(answer) {
   const rows = table("top_brands_by_category", answer).filter((r) => r.brand)
     .sort((p, q) => q.revenue - p.revenue).slice(0, 12).reverse();
   if (!rows.length) return noData("chart-brands", "No brand purchases.");
-  return plot("chart-brands", [{ type: "bar", orientation: "h", y: rows.map((r) => `${r.brand} · ${short(r.category_code, 20)}`),
+  const room = labelRoom("chart-brands", 20);
+  return plot("chart-brands", [{ type: "bar", orientation: "h", y: rows.map((r) => `${r.brand} · ${short(r.category_code.split(".").pop(), room)}`),
     x: rows.map((r) => r.revenue), marker: { color: ORANGE }, customdata: rows.map((r) => [r.purchases, r.category_code, r.rank]),
     hovertemplate: "%{y}<br>revenue %{x:$,.2f}, %{customdata[0]} purchases<br>#%{customdata[2]} in %{customdata[1]}<extra></extra>" }],
-  { xaxis: { title: { text: "revenue (USD)" } } });
+  { xaxis: { title: { text: "revenue (USD)" }, nticks: 5 } });
 }
 
 function drawAbandonment(answer) {
   const byCategory = table("cart_conversion_by_category", answer).slice(0, 8);
   const byBrand = table("cart_conversion_by_brand", answer).slice(0, 8);
   if (!byCategory.length && !byBrand.length) return noData("chart-abandonment", "No group has enough carts yet.");
-  const trace = (rows, key, name, color) => ({ type: "bar", orientation: "h", name, y: rows.map((r) => `${name}: ${short(r[key], 24)}`),
-    x: rows.map((r) => 100 * r.abandonment_rate), marker: { color }, customdata: rows.map((r) => [r.carts, r.converted]),
-    hovertemplate: "%{y}<br>%{x:.1f}% abandoned<br>%{customdata[0]} carts, %{customdata[1]} bought<extra></extra>" });
+  const room = labelRoom("chart-abandonment", 26);
+  // the legend tells categories (codes with dots) from brands
+  const trace = (rows, key, name, color) => ({ type: "bar", orientation: "h", name, y: rows.map((r) => short(r[key], room)),
+    x: rows.map((r) => 100 * r.abandonment_rate), marker: { color }, customdata: rows.map((r) => [r.carts, r.converted, `${name} ${r[key]}`]),
+    hovertemplate: "%{customdata[2]}<br>%{x:.1f}% abandoned<br>%{customdata[0]} carts, %{customdata[1]} bought<extra></extra>" });
   return plot("chart-abandonment", [trace(byCategory.slice().reverse(), "category_code", "category", BLUE),
-    trace(byBrand.slice().reverse(), "brand", "brand", ORANGE)], { xaxis: { title: { text: "abandoned carts (%)" }, range: [0, 100] } });
+    trace(byBrand.slice().reverse(), "brand", "brand", ORANGE)],
+  { xaxis: { title: { text: "abandoned carts (%)" }, range: [0, 100] }, margin: { l: 60, r: 16, t: LEGEND_TOP, b: 40 } });
 }
 
 function drawHours(answer) {
@@ -124,7 +140,7 @@ function drawDaily(answer) {
     { type: "bar", name: "purchases", x: days, y: rows.map((r) => r.purchases), marker: { color: "#93c5fd" } },
     { type: "scatter", mode: "lines+markers", name: "revenue", x: days, y: rows.map((r) => r.revenue), yaxis: "y2", line: { color: ORANGE } },
   ], { yaxis: { title: { text: "purchases" } }, yaxis2: { title: { text: "revenue (USD)" }, overlaying: "y", side: "right", automargin: true },
-       xaxis: { type: "category", title: { text: `day (${rows[0].time_zone || ZONE})` } }, margin: { l: 60, r: 60, t: 10, b: 40 } });
+       xaxis: { type: "category", title: { text: `day (${rows[0].time_zone || ZONE})` } }, margin: { l: 60, r: 60, t: LEGEND_TOP, b: 40 } });
 }
 
 function drawCustomers(answer) {
@@ -164,9 +180,13 @@ async function loadLive() {
   liveSeries.x.push(new Date(s.at * 1000));
   liveSeries.y.push(s.events_per_s ?? 0);
   if (liveSeries.x.length > LIVE_POINTS) { liveSeries.x.shift(); liveSeries.y.shift(); }
+  // at least the last two minutes on the axis, so the first samples do not fill it with one repeated tick
+  const end = liveSeries.x[liveSeries.x.length - 1];
+  const start = new Date(Math.min(liveSeries.x[0].getTime(), end.getTime() - 120_000));
   plot("chart-live-rate", [{ type: "scatter", mode: "lines+markers", x: liveSeries.x, y: liveSeries.y, line: { color: BLUE },
     hovertemplate: "%{x|%H:%M:%S}<br>%{y:.2f} events/s<extra></extra>" }],
-  { xaxis: { type: "date", tickformat: "%H:%M:%S" }, yaxis: { rangemode: "tozero", title: { text: "events / s" } }, showlegend: false });
+  { xaxis: { type: "date", tickformat: "%H:%M:%S", range: [start, new Date(end.getTime() + 4_000)], nticks: 5 },
+    yaxis: { rangemode: "tozero", title: { text: "events / s" } }, showlegend: false });
 
   $("trending").tBodies[0].replaceChildren(...(s.trending.length ? s.trending.map((p) => el("tr", { "data-product-id": p.product_id },
     el("td", {}, el("a", { href: `/#product/${p.product_id}`, text: p.name })), cell(number(p.views), "num"), cell(number(p.carts), "num"),

@@ -3,8 +3,11 @@
 
 const $ = (id) => document.getElementById(id);
 
-function featureValue(value) {
+function featureValue(name, value) {
   if (value === null || value === undefined) return "missing";
+  // epoch seconds as a time, ids as they are (no thousands separators)
+  if (typeof value === "number" && name.endsWith("_time")) return new Date(value * 1000).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+  if (typeof value === "number" && name.endsWith("_id")) return String(value);
   if (Array.isArray(value)) return value.join(", ") || "[]";
   if (typeof value === "object") return Object.entries(value).map(([k, v]) => `${k}: ${typeof v === "number" ? number(v, 3) : v}`).join(", ") || "{}";
   if (typeof value === "number") return number(value, Number.isInteger(value) ? 0 : 3);
@@ -15,7 +18,7 @@ function groupTable(name, group) {
   if (!group) return el("p", { class: "meta", "data-group": name }, el("strong", { text: name }), ": nothing in the online store (features missing: the ranker sees NaN).");
   return el("div", { class: "table-wrap", "data-group": name }, el("table", { class: "group-table" },
     el("caption", {}, `${name} `, el("span", { class: "meta" }, el("code", { text: group.key }), ` · written ${number(group.age_s, 1)} s ago`)),
-    el("tbody", {}, ...Object.entries(group.features).map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: featureValue(v) }))))));
+    el("tbody", {}, ...Object.entries(group.features).map(([k, v]) => el("tr", {}, el("th", { scope: "row", text: k }), el("td", { text: featureValue(k, v) }))))));
 }
 
 async function lookup(user, session) {

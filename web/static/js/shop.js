@@ -25,6 +25,7 @@ const state = {
   session: null,
   product: null, // the product page's catalogue card
   list: { path: null, offset: 0, total: 0 },
+  listHash: "", // the list the shopper came from ("Back to the list" returns there, even on a shared product link)
   recsSignature: null,
   recsInFlight: false,
   recsAgain: false,
@@ -248,12 +249,13 @@ function route() {
   const hash = decodeURIComponent(location.hash.replace(/^#/, ""));
   markCategory();
   if (hash.startsWith("product/")) return showProduct(Number(hash.slice(8)));
+  state.listHash = location.hash;
   if (hash.startsWith("category/")) return showList({ category: hash.slice(9) }, `Category ${hash.slice(9)}`);
   if (hash.startsWith("search/")) { $("q").value = hash.slice(7); return showList({ q: hash.slice(7) }, `Search: ${hash.slice(7)}`); }
   return showList({}, "Popular products");
 }
 window.addEventListener("hashchange", route);
-$("back").addEventListener("click", (event) => { event.preventDefault(); history.length > 1 ? history.back() : (location.hash = ""); });
+$("back").addEventListener("click", (event) => { event.preventDefault(); location.hash = state.listHash; });
 
 // --- recommendations and the purchase probability ------------------------------------------------------------
 
