@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DOCKER := $(shell docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1 && echo yes)
 CLICKREC := $(BIN)/clickrec
 
-.PHONY: help install up down status demo test replay synth bench clean system-deps
+.PHONY: help install up down status demo test replay synth bench bench-deps clean system-deps
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,7 +77,10 @@ synth: install ## Write a synthetic OpenCDP CSV: make synth OUT=data/synth.csv [
 test: install ## Run the whole test suite (starts its own services on free ports)
 	$(BIN)/pytest
 
-bench: install ## Run every benchmark in bench/ and record its results (long: about an hour)
+bench-deps: ## Install what the benchmarks need beyond the tests (wrk, the C load generator)
+	@command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq wrk; }
+
+bench: install bench-deps ## Run every benchmark in bench/ and record its results (long: about an hour)
 	$(BIN)/python -m bench.replay_throughput
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.als_training

@@ -9,10 +9,11 @@ on live events, refreshed every few seconds so the two-minute windows stay
 current; user profiles with `materialize_profiles`), and runs the API with
 `clickrec api` in its own process. Then:
 
-- load, from a separate process (httpx on asyncio/uvloop, keep-alive):
-  closed loop (N clients back to back: throughput and latency) and open loop
-  (a fixed arrival rate; latency from each request's *scheduled* send time, so a
-  slow server cannot hide its queue), on `/recommendations/{user}?k=10` and on
+- load, from a separate process: closed loop from wrk (N keep-alive connections
+  back to back: throughput and latency; wrk is C, so the server saturates before
+  the client does) and open loop from a Python generator (httpx on uvloop; a fixed
+  arrival rate, latency from each request's *scheduled* send time, so a slow
+  server cannot hide its queue), on `/recommendations/{user}?k=10` and on
   `/health` of the same server, interleaved in each repetition;
 - feature reads, in process: `spark_jobs.ranker.serving.read_inputs` (one user +
   200 products, one pipeline) against Feast's `get_online_features` reading the
@@ -39,6 +40,7 @@ import logging
 import os
 import platform
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -608,16 +610,69 @@ def drain(api: Api, timeout: float = 120.0) -> None:
     log.warning("the API did not become idle within %.0f s", timeout)
 
 
+#: wrk's Lua: cycle through the paths, and print the summary as one JSON line when done.
+WRK_SCRIPT = """
+local paths, i = {%s}, 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p90_us": %%d, "p99_us": %%d, ' ..
+    '"max_us": %%d, "connect": %%d, "read": %%d, "write": %%d, "status": %%d, "timeout": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def wrk_path() -> str:
+    """wrk, the C load generator (`make bench` installs it); a clear error when it is missing."""
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk is not installed: run `make bench-deps` (or `apt-get install wrk`); "
+                         "it drives the closed-loop phases, a Python client tops out near 500 req/s")  # fmt: skip
+    return path
+
+
+def _wrk(spec: dict[str, Any], tmp: Path, seconds: float) -> dict[str, Any]:
+    """A closed loop from wrk for `seconds`: one thread, `level` keep-alive connections, cycling the paths."""
+    script = tmp / "wrk-paths.lua"
+    script.write_text(WRK_SCRIPT % ", ".join(json.dumps(p) for p in spec["paths"]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([wrk_path(), "-t1", f"-c{spec['level']}", f"-d{max(1, round(seconds))}s", "--timeout", "5s",
+                          "-s", str(script), spec["base"]], capture_output=True, text=True, check=True)  # fmt: skip
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    stats = json.loads(next(line for line in out.stdout.splitlines() if line.startswith('{"requests"')))
+    wall = stats["duration_us"] / 1e6
+    answered = stats["requests"] - stats["status"]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "completed": answered, "errors": {k: stats[k] for k in ("connect", "read", "write", "status", "timeout") if stats[k]},
+        "throughput_rps": answered / wall, "p50_ms": stats["p50_us"] / 1e3, "p90_ms": stats["p90_us"] / 1e3,
+        "p99_ms": stats["p99_us"] / 1e3, "max_ms": stats["max_us"] / 1e3, "send_late_p99_ms": None,
+        "sources_sampled": {}, "wall_s": wall, "client_cpu_pct": 100 * cpu / wall, "client": "wrk",
+    }  # fmt: skip
+
+
 def run_load(api: Api, redis_pid: int, *, endpoint: str, paths: list[str], mode: str, level: int, duration: float,
              warmup: float) -> dict[str, Any]:  # fmt: skip
+    """One phase. Closed loops come from wrk (in C: the server saturates, not the client);
+    open loops from the Python generator, which times each request from its scheduled send."""
     spec = {"base": api.base, "paths": paths, "mode": mode, "level": level, "duration": duration, "warmup": warmup,
             "check_source": endpoint == "recommendations"}  # fmt: skip
     drain(api)
+    if mode == "closed":
+        _wrk(spec, api.log_path.parent, warmup)
     api_cpu, redis_cpu, started = cpu_seconds(api.proc.pid), cpu_seconds(redis_pid), time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "bench.api_latency", "--loadgen", json.dumps(spec)],
-                         capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)  # fmt: skip
+    if mode == "closed":
+        result = _wrk(spec, api.log_path.parent, duration)
+    else:
+        out = subprocess.run([sys.executable, "-m", "bench.api_latency", "--loadgen", json.dumps(spec)],
+                             capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)  # fmt: skip
+        result = {**json.loads(out.stdout.strip().splitlines()[-1]), "client": "python (httpx, uvloop)"}
     wall = time.perf_counter() - started
-    result = json.loads(out.stdout.strip().splitlines()[-1])
     result["api_cpu_pct"] = 100 * (cpu_seconds(api.proc.pid) - api_cpu) / wall
     result["redis_cpu_pct"] = 100 * (cpu_seconds(redis_pid) - redis_cpu) / wall
     result.update(endpoint=endpoint, mode=mode, level=level, **memory_mb(api.proc.pid))
@@ -657,7 +712,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "endpoint": endpoint, "mode": mode, "level": level, "reps": len(items),
             "throughput_rps": med("throughput_rps"), "p50_ms": med("p50_ms"), "p90_ms": med("p90_ms"),
             "p99_ms": med("p99_ms"), "max_ms": max(r["max_ms"] for r in items),
-            "errors": sum(sum(r["errors"].values()) for r in items),
+            "errors": sum(sum(r["errors"].values()) for r in items), "client": items[0]["client"],
             "client_cpu_pct": med("client_cpu_pct"), "api_cpu_pct": med("api_cpu_pct"),
             "redis_cpu_pct": med("redis_cpu_pct"),
             "sources_sampled": {k: sum(r["sources_sampled"].get(k, 0) for r in items)
@@ -972,7 +1027,8 @@ def main() -> None:
         "setup": {
             "server": f"clickrec api (uvicorn, {args.workers} worker process(es), uvloop + httptools), LOG_LEVEL=WARNING, "
                       "user factors memory-mapped (API_FACTOR_DIR)",
-            "client": "separate process: httpx.AsyncClient on uvloop, keep-alive; open loop timed from the scheduled send",
+            "client": "separate process: closed loop wrk (1 thread, keep-alive); open loop httpx.AsyncClient on uvloop, "
+                      "timed from the scheduled send",
             "ranker": f"XGBoost rank:ndcg, depth 6, {args.ranker_rounds} rounds, trained on random features (FEATURES order) "
                       "and published with spark_jobs.ranker.model.publish",
             "online_features": f"spark_jobs.stream.process_batch on live events every {args.refresh:g} s "
