@@ -8,7 +8,7 @@ A session's journey is read live (online store, else the lake).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pyarrow.dataset as ds
 from fastapi import APIRouter, Query
@@ -32,13 +32,17 @@ def _analytics(snapshot: Snapshot) -> AnalyticsSet:
     return snapshot.analytics
 
 
-def _answer(snapshot: Snapshot, *names: str, limit: int | None = None, where: dict[str, Any] | None = None) -> AnalyticsAnswer:
+def _answer(
+    snapshot: Snapshot, *names: str, limit: int | None = None, where: dict[str, Any] | None = None, order_by: str | None = None
+) -> AnalyticsAnswer:
     analytics = _analytics(snapshot)
     tables = []
     for name in names:
         rows = analytics.table(name)
         if where:
             rows = [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+        if order_by:
+            rows = sorted(rows, key=lambda r: r[order_by])
         tables.append(KpiTable(name=name, rows=rows[:limit] if limit else rows))
     return AnalyticsAnswer(version=analytics.version, data_range=analytics.manifest.get("data_range"), tables=tables)
 
@@ -62,9 +66,13 @@ def abandonment(snapshot: SnapshotDep, limit: Limit = 100) -> AnalyticsAnswer:
 
 
 @router.get("/categories", response_model=AnalyticsAnswer)
-def categories(snapshot: SnapshotDep, limit: Limit = 100) -> AnalyticsAnswer:
-    """Categories by purchases and revenue."""
-    return _answer(snapshot, "categories", limit=limit)
+def categories(
+    snapshot: SnapshotDep,
+    by: Annotated[Literal["revenue", "purchases"], Query(description="Best first by this measure.")] = "revenue",
+    limit: Limit = 100,
+) -> AnalyticsAnswer:
+    """The best categories by revenue or by purchases (each row carries both ranks)."""
+    return _answer(snapshot, "categories", limit=limit, order_by=f"rank_by_{by}")
 
 
 @router.get("/brands", response_model=AnalyticsAnswer)
