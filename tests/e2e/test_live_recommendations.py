@@ -4,12 +4,15 @@ Everything is real: the broker, the Spark streaming job (running the whole
 time), Redis, the batch jobs writing artifacts, and the FastAPI app. The live
 cart event goes in through `POST /events` like the web shop's, travels through
 Kafka and the stream into Redis, and the next `/recommendations` call for that
-user and session must rank differently, within seconds.
+user and session must rank differently, within seconds. A session started live
+the same way (`POST /events` -> Kafka -> stream -> Redis) gets its purchase
+probability from the model trained on the sample.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,8 +22,9 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
+from feature_store.artifacts import open_artifacts
 from feature_store.definitions import SESSION_FEATURES
-from feature_store.lake import Lake
+from feature_store.lake import Lake, load_events
 from feature_store.online import OnlineStore
 from feature_store.settings import Settings
 from producer.publisher import Publisher
@@ -29,6 +33,8 @@ from producer.topics import ensure_topics
 from services.api.app import create_app
 from spark_jobs import stream
 from spark_jobs.candidates.job import CandidateParams, train_candidates
+from spark_jobs.purchase_model import features as purchase_features
+from spark_jobs.purchase_model import model as purchase_model
 from spark_jobs.ranker.dataset import DatasetParams
 from spark_jobs.ranker.job import RankerJobParams, train_ranker
 from spark_jobs.ranker.model import XGBParams
@@ -126,6 +132,44 @@ def test_a_live_cart_event_changes_the_users_recommendations_within_seconds(spar
         assert after["source"] == "ranker"
         print(f"recommendations changed {elapsed:.1f} s after the cart event")
         assert elapsed < 10.0
+    finally:
+        for query in queries:
+            query.stop()
+
+
+@needs_sample
+def test_a_live_session_gets_its_purchase_probability(spark, settings: Settings) -> None:
+    trained = purchase_model.train(
+        purchase_features.build_training_set(load_events(settings, from_csv=SAMPLE), max_points_per_session=5),
+        rounds=30, early_stopping=5,
+    )  # fmt: skip
+    version = purchase_model.publish(trained, open_artifacts(settings), {"source": str(SAMPLE)})
+    queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=0.5))
+    try:
+        with TestClient(create_app(settings)) as client:
+            session = f"live-{uuid.uuid4().hex[:12]}"
+            url = f"/sessions/{session}/purchase-probability"
+            assert client.get(url).status_code == 404  # nothing of it in Redis yet
+            now = datetime.now(UTC)
+            base = {"product_id": 1005115, "category_id": 2053013555631882655, "category_code": "electronics.smartphone",
+                    "brand": "apple", "price": 899.0, "user_id": 990_000_001, "user_session": session}  # fmt: skip
+            posted = [
+                {**base, "event_time": (now - timedelta(seconds=20)).isoformat(), "event_type": "view"},
+                {**base, "event_time": now.isoformat(), "event_type": "cart"},
+            ]
+            assert client.post("/events", json=posted).status_code == 202
+
+            def answered() -> dict | None:
+                response = client.get(url)
+                return response.json() if response.status_code == 200 and response.json()["events"] == 2 else None
+
+            body = eventually(answered, timeout=30.0)
+        assert body["model_version"] == version and body["user_id"] == base["user_id"]
+        assert body["history_known"] is False  # no profile for a new user: NaN history, as documented
+        assert body["features"]["carted"] == 1.0 and body["features"]["last_is_cart"] == 1.0
+        assert body["features"]["duration_s"] == pytest.approx(20.0, abs=0.01)
+        # the same answer the model gives offline for this prefix
+        assert body["probability"] == pytest.approx(trained.score_session(purchase_features.session_features(posted)), rel=1e-6)
     finally:
         for query in queries:
             query.stop()
