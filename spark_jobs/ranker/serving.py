@@ -10,7 +10,6 @@ outage raises `redis.RedisError`: the API's fallback chain takes over.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,11 +24,6 @@ from spark_jobs.candidates.item_item import ItemNeighbours
 from spark_jobs.ranker import model as ranker_model
 from spark_jobs.ranker.features import RankInputs, candidate_features
 
-log = logging.getLogger(__name__)
-
-#: The cache's refresher re-reads the hot products every this share of the cache age: before their rows are too old.
-REFRESH_SHARE = 0.6
-
 #: (RankInputs field, group, how far back the reader looks) for the per-candidate groups.
 PRODUCT_READS: tuple[tuple[str, FeatureGroup, float], ...] = (
     ("product_2m", PRODUCT_2M, 0.0),
@@ -41,37 +35,20 @@ PRODUCT_READS: tuple[tuple[str, FeatureGroup, float], ...] = (
 
 
 class ProductFeatureCache:
-    """Product rows of the products the API asks for, kept fresh ahead of the requests.
+    """Recently read product rows per (group, bucket), each generation kept `seconds` at most.
 
     A product's windows do not depend on who asks, and a busy API asks for the same
     popular products many times a second: served from here they cost a dict lookup
-    instead of a Redis read and its decoding. Rows are kept per (read, bucket) in a
-    generation that lives `seconds`. A background thread, started by the first read,
-    re-reads the products asked for in each of the last two periods (at most `hot_rows`) every
-    `REFRESH_SHARE * seconds`, for the bucket of now and the one `seconds` ahead, in
-    one round trip, and swaps in the new generations. So a request reads from Redis only the
-    products nobody asked for lately: an expiring generation or a window sliding to
-    its next bucket no longer sends a burst of requests to Redis for every row
-    (measured: that burst was the p90 and p99 of `/recommendations`).
-
-    The price is freshness: a product feature may be up to `seconds` old (user and
-    session features are always read). The thread stops after `idle_seconds`
-    without a read, and `close` stops it; 0 seconds turns the cache off.
+    instead of a Redis read and its decoding. The price is freshness: a product
+    feature may be up to `seconds` old (user and session features are always read).
+    A generation (one dict per group and bucket) is dropped whole when it is older
+    than `seconds` or holds `max_rows`; 0 seconds turns the cache off.
     """
 
-    def __init__(self, seconds: float = 1.0, max_rows: int = 100_000, hot_rows: int = 20_000,
-                 idle_seconds: float = 10.0) -> None:  # fmt: skip
+    def __init__(self, seconds: float = 1.0, max_rows: int = 100_000) -> None:
         self.seconds = seconds
         self.max_rows = max_rows
-        self.hot_rows = hot_rows
-        self.idle_seconds = idle_seconds
         self._generations: dict[tuple[str, int], tuple[float, dict[int, dict | None]]] = {}
-        self._asked: set[int] = set()  # products asked for since the last refresh
-        self._asked_before: set[int] = set()  # ... and in the refresh period before it
-        self._last_read = 0.0
-        self._store: OnlineStore | None = None
-        self._refresher: threading.Thread | None = None
-        self._stop = threading.Event()
         self._lock = threading.Lock()  # the API serves requests from a thread pool
 
     def _generation(self, name: str, bucket: int, now: float) -> dict[int, dict | None]:
@@ -90,9 +67,6 @@ class ProductFeatureCache:
                     del self._generations[key]  # old buckets and stale generations
                 generations = [self._generation(name, bucket_for_read(group, at - back), now)
                                for name, group, back in PRODUCT_READS]  # fmt: skip
-                self._asked.update(ids)
-                self._last_read, self._store = now, store
-                self._start_refresher()
             else:
                 generations = [{} for _ in PRODUCT_READS]
             cached = [[rows.get(p, _MISS) for p in ids] for rows in generations]
@@ -104,49 +78,6 @@ class ProductFeatureCache:
                 for i, row in zip(todo, fresh):
                     rows[i] = generation[ids[i]] = row
         return replies[: len(first)] + cached
-
-    def _start_refresher(self) -> None:
-        if self._refresher is None or not self._refresher.is_alive():
-            self._stop.clear()
-            self._refresher = threading.Thread(target=self._refresh_forever, name="product-feature-cache", daemon=True)
-            self._refresher.start()
-
-    def _refresh_forever(self) -> None:
-        while not self._stop.wait(self.seconds * REFRESH_SHARE):
-            with self._lock:
-                if time.monotonic() - self._last_read > self.idle_seconds:
-                    self._refresher = None
-                    return  # the next read starts a new one
-                # asked for in both of the last two periods: steadily wanted products, whose refresh
-                # saves reads; at October scale most products are asked for once and would only cost Redis
-                hot = self._asked & self._asked_before
-                self._asked_before, self._asked = self._asked, set()
-                store = self._store
-            if hot and store is not None:
-                try:
-                    self.refresh(store, list(hot)[: self.hot_rows])
-                except Exception:  # a Redis hiccup: requests read what they miss until the next round
-                    log.warning("product feature refresh failed", exc_info=True)
-
-    def refresh(self, store: OnlineStore, ids: list[int], at: float | None = None) -> None:
-        """Read `ids` for the buckets of `at` (default now) and `seconds` later; they replace those generations."""
-        born = time.monotonic()
-        at = time.time() if at is None else at
-        keys, requests = [], []
-        for name, group, back in PRODUCT_READS:
-            for when in dict.fromkeys((at, at + self.seconds)):
-                key = (name, bucket_for_read(group, when - back))
-                if key not in keys:
-                    keys.append(key)
-                    requests.append((group, ids, when - back))
-        replies = store.read_groups(requests)
-        with self._lock:
-            for key, rows in zip(keys, replies):
-                self._generations[key] = (born, dict(zip(ids, rows)))
-
-    def close(self) -> None:
-        """Stop the background refresher (reads still work: they start it again)."""
-        self._stop.set()
 
 
 _MISS = object()
@@ -197,11 +128,7 @@ class Ranker:
     @classmethod
     def load(cls, artifacts: Artifacts, version: str | None = None, *, product_cache_seconds: float = 1.0) -> Ranker:
         """The latest (or given) ranker version; ArtifactNotFound when none, FeatureMismatch when stale."""
-        model = ranker_model.load(artifacts, version)
-        # One thread per prediction: the API runs requests side by side, and a second OpenMP
-        # thread on 200 rows costs more CPU than it saves time (measured: 1.9 vs 2.4 ms CPU).
-        model.booster.set_param({"nthread": 1})
-        return cls(model, ProductFeatureCache(product_cache_seconds))
+        return cls(ranker_model.load(artifacts, version), ProductFeatureCache(product_cache_seconds))
 
     def rerank(
         self,

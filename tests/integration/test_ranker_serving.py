@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -65,51 +64,6 @@ def test_cached_product_rows_are_at_most_the_cache_age_old(store: OnlineStore) -
     while _inputs(store, short_lived, now).product_2m[0]["views"] != 2:  # the short-lived cache lets go
         assert time.monotonic() < deadline, "the cached value outlived the cache age"
         time.sleep(0.05)
-
-
-class _CountingStore(OnlineStore):
-    """The real store, counting the product rows each thread asks Redis for."""
-
-    def __init__(self, client) -> None:
-        super().__init__(client)
-        self.rows_by_thread: dict[str, int] = {}
-
-    def read_groups(self, requests):
-        name = threading.current_thread().name
-        self.rows_by_thread[name] = self.rows_by_thread.get(name, 0) + sum(len(ids) for _, ids, _ in requests)
-        return super().read_groups(requests)
-
-
-def test_hot_products_are_refreshed_ahead_of_the_requests(store: OnlineStore) -> None:
-    # Stay inside one two-minute slide (20 s) while the test runs: then a request's buckets are
-    # the ones the refresher reads (at a slide boundary it reads the next bucket ahead anyway).
-    slide = PRODUCT_2M.slide.total_seconds()
-    while time.time() % slide > slide - 8:
-        time.sleep(0.2)
-    now = time.time()
-    write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
-    counting = _CountingStore(store.client)
-    cache = ProductFeatureCache(2.0)  # refreshed every 1.2 s: 0.8 s of slack for a busy machine
-    me = threading.current_thread().name
-    try:
-        assert _inputs(counting, cache, time.time()).product_2m[0]["views"] == 1
-        deadline = time.monotonic() + 10
-        while not counting.rows_by_thread.get("product-feature-cache"):  # asked for in two periods: hot
-            assert time.monotonic() < deadline, "the refresher never read the products asked for again and again"
-            _inputs(counting, cache, time.time())
-            time.sleep(0.05)
-        asked_by_requests = counting.rows_by_thread[me]
-        write_live(store, [live_click(6, 11, at=now - 2, session="s6")])  # another shopper views product 11
-        deadline, requests = time.monotonic() + 10, 1
-        while _inputs(counting, cache, time.time()).product_2m[0]["views"] != 2:
-            assert time.monotonic() < deadline, "the hot product was not refreshed within the cache age"
-            requests += 1
-            time.sleep(0.05)
-        # meanwhile the requests read only the user's rows (user_2m, profile, session):
-        # every product row came from the refresher
-        assert counting.rows_by_thread[me] - asked_by_requests == 3 * requests
-    finally:
-        cache.close()
 
 
 def test_one_round_trip_reads_the_shopper_and_survives_redis_forgetting_the_scripts(store: OnlineStore) -> None:
