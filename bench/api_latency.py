@@ -500,11 +500,12 @@ MAX_IN_FLIGHT = 256
 
 
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
+    """An open loop at `level` req/s (the closed loops come from wrk)."""
     import httpx
 
-    paths, mode, level = spec["paths"], spec["mode"], spec["level"]
+    paths, level = spec["paths"], spec["level"]
     warmup, duration = spec["warmup"], spec["duration"]
-    limits = httpx.Limits(max_connections=level if mode == "closed" else 512, max_keepalive_connections=512)
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sources: dict[str, int] = {}
@@ -533,34 +534,25 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
                     errors[str(status)] = errors.get(str(status), 0) + 1
 
         t0 = time.perf_counter() + 0.05
-        measure_from, end = t0 + warmup, t0 + warmup + duration
+        measure_from = t0 + warmup
         late: list[float] = []
-        if mode == "closed":
-
-            async def worker(i: int) -> None:
-                j = i
-                while (start := time.perf_counter()) < end:
-                    await one(paths[j % len(paths)], start, start >= measure_from)
-                    j += level
-
-            await asyncio.gather(*(worker(i) for i in range(level)))
-        else:  # open loop: request i is due at t0 + i / rate, whatever happened to the ones before
-            tasks = []
-            total = int((warmup + duration) * level)
-            for i in range(total):
-                due = t0 + i / level
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                late.append(time.perf_counter() - due)
-                if counter["in_flight"] >= MAX_IN_FLIGHT:
-                    # The server is far behind: sending more would only make the client the
-                    # bottleneck (httpx's pool degrades badly with thousands waiting). Count it.
-                    if due >= measure_from:
-                        errors["not sent: overloaded"] = errors.get("not sent: overloaded", 0) + 1
-                    continue
-                tasks.append(asyncio.create_task(one(paths[i % len(paths)], due, due >= measure_from)))
-            await asyncio.gather(*tasks)
+        # open loop: request i is due at t0 + i / rate, whatever happened to the ones before
+        tasks = []
+        total = int((warmup + duration) * level)
+        for i in range(total):
+            due = t0 + i / level
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            late.append(time.perf_counter() - due)
+            if counter["in_flight"] >= MAX_IN_FLIGHT:
+                # The server is far behind: sending more would only make the client the
+                # bottleneck (httpx's pool degrades badly with thousands waiting). Count it.
+                if due >= measure_from:
+                    errors["not sent: overloaded"] = errors.get("not sent: overloaded", 0) + 1
+                continue
+            tasks.append(asyncio.create_task(one(paths[i % len(paths)], due, due >= measure_from)))
+        await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
     lat = np.asarray(latencies) * 1000
     pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
