@@ -142,7 +142,8 @@ def bench_scoring(iterations: int, seed: int = 5) -> dict:
         "session_features": stats(feature_ns),
         "score_session": stats(score_ns),
         "features_plus_score": stats(total_ns),
-        "model": {"rounds": model.metrics["rounds"], "test_auc": round(model.metrics["test"]["auc"], 4)},
+        "model": {"rounds": model.metrics["rounds"], "test_auc": round(model.metrics["test"]["auc"], 4),
+                  "test": model.metrics["test"], "test_unknown_history": model.metrics["test_unknown_history"]},
     }
 
 

@@ -7,7 +7,8 @@
   `1 - test_share` of the sessions had started.
 - `train`: XGBoost `binary:logistic`; early stopping on the latest
   `valid_share` of the *training* sessions (the test side is never looked at
-  before the final evaluation).
+  before the final evaluation); 10% of the fitting sessions train without
+  their history, the case of a user the API has no profile for.
 - `publish` / `load_model`: artifact kind ``purchase_model``: ``model.json``
   (the booster), ``model_meta.json`` (ordered feature list, params, metrics,
   split). `load_model` refuses a model whose feature list differs from `FEATURES`.
@@ -30,7 +31,7 @@ import xgboost as xgb
 
 from feature_store.artifacts import Artifacts
 from spark_jobs.boosters import check_features, load_booster, publish_booster
-from spark_jobs.purchase_model.features import FEATURES, feature_vector
+from spark_jobs.purchase_model.features import FEATURES, HISTORY_FEATURES, feature_vector
 from spark_jobs.purchase_model.metrics import classification_report
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,23 @@ def _matrix(rows: pd.DataFrame) -> np.ndarray:
     return rows[list(FEATURES)].to_numpy(dtype=np.float32)
 
 
+def with_unknown_history(rows: pd.DataFrame, share: float, seed: int = 0) -> pd.DataFrame:
+    """`rows` with the history features of a random `share` of sessions (all or none of a session's rows) made NaN.
+
+    The API scores a user without a `user_profile` with unknown (NaN) history. A
+    model that never saw NaN history sends it down a branch it never learned;
+    training on some sessions without their history teaches it that case (the
+    ranker drops sessions the same way).
+    """
+    if share <= 0 or rows.empty:
+        return rows
+    sessions = rows["user_session"].unique()
+    hidden = sessions[np.random.default_rng(seed).random(len(sessions)) < share]
+    out = rows.copy()
+    out.loc[out["user_session"].isin(hidden), list(HISTORY_FEATURES)] = np.nan
+    return out
+
+
 def train(
     rows: pd.DataFrame,
     *,
@@ -119,8 +137,13 @@ def train(
     early_stopping: int = 30,
     test_days: int = 1,
     valid_share: float = 0.15,
+    unknown_history_share: float = 0.1,
 ) -> PurchaseModel:
-    """Split in time, fit, evaluate on the held-out later sessions; metrics land in `model.metrics`."""
+    """Split in time, fit, evaluate on the held-out later sessions; metrics land in `model.metrics`.
+
+    A share of the fitting sessions lose their history (`with_unknown_history`);
+    the test metrics are reported with every history known and with none.
+    """
     started = time.perf_counter()
     params = {**DEFAULT_PARAMS, **(params or {})}
     train_rows, test_rows, split = temporal_split(rows, test_days=test_days)
@@ -130,6 +153,7 @@ def train(
     fit_rows, valid_rows, _ = temporal_split(train_rows, test_days=10**6, test_share=valid_share)
     if fit_rows.empty or valid_rows.empty or valid_rows["label"].nunique() < 2:
         fit_rows, valid_rows = train_rows, None
+    fit_rows = with_unknown_history(fit_rows, unknown_history_share, seed=int(params.get("seed", 0)))
     dfit = xgb.DMatrix(_matrix(fit_rows), label=fit_rows["label"].to_numpy(), feature_names=list(FEATURES))
     evals = [(dfit, "train")]
     if valid_rows is not None:
@@ -145,12 +169,15 @@ def train(
     p_train = booster.inplace_predict(_matrix(train_rows))
     y_test, y_train = test_rows["label"].to_numpy(), train_rows["label"].to_numpy()
     test_report = classification_report(y_test, p_test)
+    # users the API knows no profile for: the same test rows with no history at all
+    unknown = booster.inplace_predict(_matrix(with_unknown_history(test_rows, 1.0)))
     # a one-rule reference: "the session has carted something" as the score
     carted_auc = classification_report(y_test, test_rows["carted"].to_numpy())["auc"]
     gain = booster.get_score(importance_type="gain")
     metrics = {
         "split": split.describe(),
         "test": test_report,
+        "test_unknown_history": classification_report(y_test, unknown),
         "train": classification_report(y_train, p_train),
         "test_sessions": int(test_rows["user_session"].nunique()),
         "train_sessions": int(train_rows["user_session"].nunique()),
@@ -164,7 +191,8 @@ def train(
         test_report["auc"], test_report["pr_auc"], test_report["accuracy"], test_report["majority_accuracy"],
         test_report["base_rate"], test_report["rows"],
     )  # fmt: skip
-    stored_params = {**params, "num_boost_round": rounds, "early_stopping_rounds": early_stopping}
+    stored_params = {**params, "num_boost_round": rounds, "early_stopping_rounds": early_stopping,
+                     "unknown_history_share": unknown_history_share}  # fmt: skip
     return PurchaseModel(booster=booster, params=stored_params, metrics=metrics)
 
 

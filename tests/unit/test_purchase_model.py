@@ -210,6 +210,27 @@ def test_auc_on_synthetic_data_is_clearly_above_chance(trained: M.PurchaseModel)
     assert test["pr_auc"] > 1.5 * test["base_rate"]  # well above what a random ranking gets
 
 
+def test_unknown_history_hides_whole_sessions_and_nothing_else(synthetic_training_set) -> None:
+    rows = synthetic_training_set
+    assert M.with_unknown_history(rows, 0.0) is rows
+    masked = M.with_unknown_history(rows, 0.3, seed=1)
+    history, session = list(F.HISTORY_FEATURES), list(F.SESSION_FEATURES)
+    hidden = masked[history].isna().all(axis=1)
+    by_session = hidden.groupby(masked["user_session"]).agg(["all", "any"])
+    assert (by_session["all"] == by_session["any"]).all()  # a session loses all of its history or none
+    assert 0.25 < by_session["all"].mean() < 0.35
+    kept = ~hidden.to_numpy()
+    np.testing.assert_array_equal(masked.loc[kept, history].to_numpy(), rows.loc[kept, history].to_numpy())
+    np.testing.assert_array_equal(masked[session].to_numpy(), rows[session].to_numpy())
+
+
+def test_a_user_without_a_profile_is_scored_by_a_learned_branch(trained: M.PurchaseModel) -> None:
+    assert trained.params["unknown_history_share"] > 0
+    unknown = trained.metrics["test_unknown_history"]
+    assert unknown["rows"] == trained.metrics["test"]["rows"]
+    assert unknown["auc"] > 0.6  # the session so far still tells a buyer from a browser
+
+
 def test_model_artifact_round_trip(trained: M.PurchaseModel, synthetic_training_set, tmp_path: Path) -> None:
     artifacts = Artifacts(LocalBlobStore(tmp_path / "artifacts"))
     version = M.publish(trained, artifacts, {"source": "test"})
