@@ -9,6 +9,7 @@ Keys (``v1`` is the layout version; ids are decimal, times epoch seconds):
     fs:v1:user_2m:<user_id>:<pane_start>:<f>    set   the pane's values of a distinct count <f>
     fs:v1:user_2m:<user_id>:heavy               string the user had a pane of over 20 events lately
     fs:v1:product_2m:<product_id>:<pane_start>  hash  a product's 20-s pane (and its sets)
+    fs:v1:<user|product>_2m:<id>:c:<window_end> hash  a window combined by a reader, until a merge changes a pane
     fs:v1:product_1h:<product_id>:<hour_start>  hash  tumbling hour counters
     fs:v1:product_1d:<product_id>:<day_start>   hash  tumbling day counters
     fs:v1:session:<session_id>                  hash  the session so far
@@ -25,7 +26,8 @@ expire `ttl` (from the definition) after their last write.
 
 The two-minute sliding windows are stored as their panes (``slide`` long) and
 combined when read (`read_many`, in one Lua call per 500 entities): the writer
-merges each event into one pane instead of six windows. Every merge (panes,
+merges each event into one pane instead of six windows. The combined window is
+kept for the next reader until a merge into one of its panes deletes it. Every merge (panes,
 sessions, tumbling buckets) is a Lua script that records the last applied
 ``<query id>:<batch id>`` and skips a batch applied before: a re-run micro-batch
 is not counted twice. `first_seen` drops an event id sent again in a later batch.
@@ -391,6 +393,8 @@ while i <= #ARGV do
     if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
     redis.call('HSET', key, unpack(fields))
     redis.call('EXPIRE', key, ttl)
+    -- the combined windows that hold this pane (see _READ_WINDOWS) are out of date
+    for k = 1, nwin do redis.call('DEL', base .. ':c:' .. string.format('%d', pane + slide * k)) end
     -- Over the limit in a window of nwin panes means a pane with more than limit / nwin:
     -- such a pane leaves a marker, and windows are summed only near one.
     local heavy = base .. ':heavy'
@@ -419,8 +423,12 @@ return bots
 # The sliding windows ending at `end` of many entities, each combined from its panes
 # (see _MERGE_PANES for the spec). ARGV: end, slide, windows, spec, then base keys.
 # Returns per entity a flat field/value list (empty when no pane has events).
+# A combined window is kept at `<base>:c:<end>` (`_empty` when no pane has events) until
+# a merge into one of its panes deletes it: the next reader of the window reads one hash
+# instead of combining its panes again.
 _READ_WINDOWS = """
 local wend, slide, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local keep = slide * nwin
 local spec = {}
 for token in string.gmatch(ARGV[4], '%S+') do
   local parts = {}
@@ -430,69 +438,77 @@ end
 local function fmt(x) return string.format('%.17g', x) end
 local out = {}
 for e = 5, #ARGV do
-  local panes = {}
-  for w = 1, nwin do
-    local key = ARGV[e] .. ':' .. string.format('%d', wend - slide * w)
-    local flat = redis.call('HGETALL', key)
-    if #flat > 0 then
-      local h = {}
-      for j = 1, #flat, 2 do h[flat[j]] = flat[j + 1] end
-      h['_key'] = key
-      panes[#panes + 1] = h
-    end
-  end
-  local result = {}
-  if #panes > 0 then
-    local latest, ts = nil, 0
-    for _, h in ipairs(panes) do
-      if h['_last_t'] then
-        local t = tonumber(h['_last_t'])
-        if not latest or t > tonumber(latest['_last_t'])
-            or (t == tonumber(latest['_last_t']) and h['_last_i'] > latest['_last_i']) then latest = h end
+  local combined = ARGV[e] .. ':c:' .. string.format('%d', wend)
+  local cached = redis.call('HGETALL', combined)
+  if #cached > 0 then
+    if #cached == 2 and cached[1] == '_empty' then out[#out + 1] = {} else out[#out + 1] = cached end
+  else
+    local panes = {}
+    for w = 1, nwin do
+      local key = ARGV[e] .. ':' .. string.format('%d', wend - slide * w)
+      local flat = redis.call('HGETALL', key)
+      if #flat > 0 then
+        local h = {}
+        for j = 1, #flat, 2 do h[flat[j]] = flat[j + 1] end
+        h['_key'] = key
+        panes[#panes + 1] = h
       end
-      ts = math.max(ts, tonumber(h['_ts'] or '0'))
     end
-    local values = {}
-    for _, f in ipairs(spec) do
-      local kind, name = f[1], f[2]
-      local value = nil
-      if kind == 'c' or kind == 's' then
-        local total = 0
-        for _, h in ipairs(panes) do total = total + tonumber(h[name] or '0') end
-        value = (kind == 'c') and string.format('%d', total) or fmt(total)
-        values[name] = total
-      elseif kind == 'd' then
-        local keys = {}
-        for _, h in ipairs(panes) do keys[#keys + 1] = h['_key'] .. ':' .. name end
-        value = tostring(#redis.call('SUNION', unpack(keys)))
-      elseif kind == 'm' then
-        local total, n = 0, 0
-        for _, h in ipairs(panes) do
-          total = total + tonumber(h['_' .. name .. '_sum'] or '0')
-          n = n + tonumber(h['_' .. name .. '_n'] or '0')
+    local result = {}
+    if #panes > 0 then
+      local latest, ts = nil, 0
+      for _, h in ipairs(panes) do
+        if h['_last_t'] then
+          local t = tonumber(h['_last_t'])
+          if not latest or t > tonumber(latest['_last_t'])
+              or (t == tonumber(latest['_last_t']) and h['_last_i'] > latest['_last_i']) then latest = h end
         end
-        if n > 0 then value = fmt(total / n) end
-      elseif kind == 'x' or kind == 't' then
-        local best = nil
-        for _, h in ipairs(panes) do
-          if h[name] and (not best or tonumber(h[name]) > tonumber(best)) then best = h[name] end
+        ts = math.max(ts, tonumber(h['_ts'] or '0'))
+      end
+      local values = {}
+      for _, f in ipairs(spec) do
+        local kind, name = f[1], f[2]
+        local value = nil
+        if kind == 'c' or kind == 's' then
+          local total = 0
+          for _, h in ipairs(panes) do total = total + tonumber(h[name] or '0') end
+          value = (kind == 'c') and string.format('%d', total) or fmt(total)
+          values[name] = total
+        elseif kind == 'd' then
+          local keys = {}
+          for _, h in ipairs(panes) do keys[#keys + 1] = h['_key'] .. ':' .. name end
+          value = tostring(#redis.call('SUNION', unpack(keys)))
+        elseif kind == 'm' then
+          local total, n = 0, 0
+          for _, h in ipairs(panes) do
+            total = total + tonumber(h['_' .. name .. '_sum'] or '0')
+            n = n + tonumber(h['_' .. name .. '_n'] or '0')
+          end
+          if n > 0 then value = fmt(total / n) end
+        elseif kind == 'x' or kind == 't' then
+          local best = nil
+          for _, h in ipairs(panes) do
+            if h[name] and (not best or tonumber(h[name]) > tonumber(best)) then best = h[name] end
+          end
+          value = best
+        elseif kind == 'l' then
+          if latest then value = latest[name] end
+        elseif kind == 'h' then
+          local prior, rate = tonumber(f[3]), tonumber(f[4])
+          value = fmt((values['carts'] + values['purchases'] + prior * rate) / (values['views'] + prior))
         end
-        value = best
-      elseif kind == 'l' then
-        if latest then value = latest[name] end
-      elseif kind == 'h' then
-        local prior, rate = tonumber(f[3]), tonumber(f[4])
-        value = fmt((values['carts'] + values['purchases'] + prior * rate) / (values['views'] + prior))
+        if value then
+          result[#result + 1] = name
+          result[#result + 1] = value
+        end
       end
-      if value then
-        result[#result + 1] = name
-        result[#result + 1] = value
-      end
+      result[#result + 1] = '_ts'
+      result[#result + 1] = fmt(ts)
     end
-    result[#result + 1] = '_ts'
-    result[#result + 1] = fmt(ts)
+    if #result > 0 then redis.call('HSET', combined, unpack(result)) else redis.call('HSET', combined, '_empty', '1') end
+    redis.call('EXPIRE', combined, keep)
+    out[#out + 1] = result
   end
-  out[#out + 1] = result
 end
 return out
 """
