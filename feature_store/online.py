@@ -9,7 +9,7 @@ Keys (``v1`` is the layout version; ids are decimal, times epoch seconds):
     fs:v1:user_2m:<user_id>:<pane_start>:<f>    set   the pane's values of a distinct count <f>
     fs:v1:user_2m:<user_id>:heavy               string the user had a pane of over 20 events lately
     fs:v1:product_2m:<product_id>:<pane_start>  hash  a product's 20-s pane (and its sets)
-    fs:v1:<user|product>_2m:<id>:c:<window_end> hash  a window combined by a reader, until a merge changes a pane
+    fs:v1:product_2m:<product_id>:c:<window_end> hash a window combined by a reader, until a merge changes a pane
     fs:v1:product_1h:<product_id>:<hour_start>  hash  tumbling hour counters
     fs:v1:product_1d:<product_id>:<day_start>   hash  tumbling day counters
     fs:v1:session:<session_id>                  hash  the session so far
@@ -26,8 +26,9 @@ expire `ttl` (from the definition) after their last write.
 
 The two-minute sliding windows are stored as their panes (``slide`` long) and
 combined when read (`read_many`, in one Lua call per 500 entities): the writer
-merges each event into one pane instead of six windows. The combined window is
-kept for the next reader until a merge into one of its panes deletes it. Every merge (panes,
+merges each event into one pane instead of six windows. A product's combined window
+is kept for the next reader until a merge into one of its panes deletes it
+(`KEPT_COMBINED`). Every merge (panes,
 sessions, tumbling buckets) is a Lua script that records the last applied
 ``<query id>:<batch id>`` and skips a batch applied before: a re-run micro-batch
 is not counted twice. `first_seen` drops an event id sent again in a later batch.
@@ -51,6 +52,7 @@ from feature_store.definitions import (
     GROUPS_BY_NAME,
     HEALTH_GLOBAL_RATE,
     HEALTH_PRIOR_VIEWS,
+    PRODUCT_2M,
     SESSION_FEATURES,
     USER,
     USER_2M,
@@ -62,6 +64,10 @@ from feature_store.definitions import (
 )
 
 PREFIX = "fs:v1"
+#: Sliding groups whose windows are kept combined between merges (`<base>:c:<window end>`):
+#: a product's window is read by every request that has the product among its candidates;
+#: a user's only by that user's own requests, where keeping it would cost more than it saves.
+KEPT_COMBINED: frozenset[str] = frozenset({PRODUCT_2M.name})
 #: How long an event id is remembered to drop a second copy of the event (seconds of processing time).
 DEDUP_TTL = 600
 #: The latest raw events kept per session (`session_events`).
@@ -299,7 +305,8 @@ return merged
 """
 
 # Merge one batch's per-pane partials of a sliding group into the pane hashes.
-# ARGV: writer, batch, ttl, now, slide, windows, bot field, bot limit, spec, then per row:
+# ARGV: writer, batch, ttl, now, slide, windows, bot field, bot limit, spec, combined (1: the
+# group's windows are kept combined, see _READ_WINDOWS: delete those holding the pane), then per row:
 # the entity's base key, the pane start and the partial values in spec order.
 # The spec is `kind:name` tokens: c count, s float sum, d distinct values (n, v1..vn, kept
 # in the set `<pane key>:<name>`), m mean (sum, n: kept as `_<name>_sum`, `_<name>_n`),
@@ -319,7 +326,8 @@ for token in string.gmatch(ARGV[9], '%S+') do
   spec[#spec + 1] = parts
 end
 local function fmt(x) return string.format('%.17g', x) end
-local bots, i, row = {}, 10, 0
+local combined = ARGV[10] == '1'
+local bots, i, row = {}, 11, 0
 while i <= #ARGV do
   row = row + 1
   local base, pane = ARGV[i], tonumber(ARGV[i + 1])
@@ -394,7 +402,11 @@ while i <= #ARGV do
     redis.call('HSET', key, unpack(fields))
     redis.call('EXPIRE', key, ttl)
     -- the combined windows that hold this pane (see _READ_WINDOWS) are out of date
-    for k = 1, nwin do redis.call('DEL', base .. ':c:' .. string.format('%d', pane + slide * k)) end
+    if combined then
+      local stale = {}
+      for k = 1, nwin do stale[k] = base .. ':c:' .. string.format('%d', pane + slide * k) end
+      redis.call('DEL', unpack(stale))
+    end
     -- Over the limit in a window of nwin panes means a pane with more than limit / nwin:
     -- such a pane leaves a marker, and windows are summed only near one.
     local heavy = base .. ':heavy'
@@ -421,14 +433,14 @@ return bots
 """
 
 # The sliding windows ending at `end` of many entities, each combined from its panes
-# (see _MERGE_PANES for the spec). ARGV: end, slide, windows, spec, then base keys.
+# (see _MERGE_PANES for the spec). ARGV: end, slide, windows, spec, keep, then base keys.
 # Returns per entity a flat field/value list (empty when no pane has events).
-# A combined window is kept at `<base>:c:<end>` (`_empty` when no pane has events) until
-# a merge into one of its panes deletes it: the next reader of the window reads one hash
-# instead of combining its panes again.
+# With keep = 1 a combined window is kept at `<base>:c:<end>` (`_empty` when no pane has
+# events) until a merge into one of its panes deletes it: the next reader of the window
+# reads one hash instead of combining its panes again.
 _READ_WINDOWS = """
 local wend, slide, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local keep = slide * nwin
+local keep = ARGV[5] == '1'
 local spec = {}
 for token in string.gmatch(ARGV[4], '%S+') do
   local parts = {}
@@ -437,9 +449,9 @@ for token in string.gmatch(ARGV[4], '%S+') do
 end
 local function fmt(x) return string.format('%.17g', x) end
 local out = {}
-for e = 5, #ARGV do
+for e = 6, #ARGV do
   local combined = ARGV[e] .. ':c:' .. string.format('%d', wend)
-  local cached = redis.call('HGETALL', combined)
+  local cached = keep and redis.call('HGETALL', combined) or {}
   if #cached > 0 then
     if #cached == 2 and cached[1] == '_empty' then out[#out + 1] = {} else out[#out + 1] = cached end
   else
@@ -505,8 +517,10 @@ for e = 5, #ARGV do
       result[#result + 1] = '_ts'
       result[#result + 1] = fmt(ts)
     end
-    if #result > 0 then redis.call('HSET', combined, unpack(result)) else redis.call('HSET', combined, '_empty', '1') end
-    redis.call('EXPIRE', combined, keep)
+    if keep then
+      if #result > 0 then redis.call('HSET', combined, unpack(result)) else redis.call('HSET', combined, '_empty', '1') end
+      redis.call('EXPIRE', combined, slide * nwin)
+    end
     out[#out + 1] = result
   end
 end
@@ -680,7 +694,8 @@ class OnlineStore:
         slide, windows = _panes_per_window(group)
         spec, encoders = _window_spec(group)
         bot_field, bot_limit = ("events", BOT_RULE.max_events) if group.entity is USER else ("", 0)
-        header = [writer, batch_id, int(group.ttl.total_seconds()), repr(now), slide, windows, bot_field, bot_limit, spec]
+        header = [writer, batch_id, int(group.ttl.total_seconds()), repr(now), slide, windows, bot_field, bot_limit, spec,
+                  int(group.name in KEPT_COMBINED)]  # fmt: skip
         columns = {name: panes.column(name).to_pylist() for name in panes.column_names}
         entities, starts = columns["entity_id"], columns["pane_start"]
         calls = []
@@ -831,7 +846,8 @@ class OnlineStore:
                     slide, windows = _panes_per_window(group)
                     spec, _ = _window_spec(group)
                     keys = [_base_key(group, e) for e in chunk]
-                    pipe.evalsha(self._read_windows.sha, 0, bucket_for_read(group, at), slide, windows, spec, *keys)
+                    pipe.evalsha(self._read_windows.sha, 0, bucket_for_read(group, at), slide, windows, spec,
+                                 int(group.name in KEPT_COMBINED), *keys)  # fmt: skip
                 else:
                     bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
                     pipe.evalsha(self._read_hashes.sha, 0, *[window_key(group, e, bucket) for e in chunk])

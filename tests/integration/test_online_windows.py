@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from feature_store.definitions import PRODUCT_2M
+from feature_store.definitions import PRODUCT_2M, USER_2M
 from feature_store.online import PREFIX, OnlineStore, bucket_for_read
 from feature_store.settings import Settings
 from tests.api_data import live_click, write_live
@@ -21,9 +21,9 @@ def store(stack: Settings) -> OnlineStore:
     return online
 
 
-def _combined_key(product: int, at: float) -> str:
+def _combined_key(product: int, at: float, group=PRODUCT_2M) -> str:
     # feature_store/README.md: a window combined from its panes is kept at <base>:c:<window end>
-    return f"{PREFIX}:{PRODUCT_2M.name}:{product}:c:{bucket_for_read(PRODUCT_2M, at)}"
+    return f"{PREFIX}:{group.name}:{product}:c:{bucket_for_read(group, at)}"
 
 
 def test_a_combined_window_follows_every_merge_into_its_panes(store: OnlineStore) -> None:
@@ -50,3 +50,7 @@ def test_a_combined_window_follows_every_merge_into_its_panes(store: OnlineStore
     assert store.client.exists(_combined_key(12, now))
     write_live(store, [live_click(5, 12, at=now - 1, session="s5")])
     assert read(12)["views"] == 1  # ... until the first event arrives
+
+    # a user's window is read by that user's requests alone: combined on every read, never kept
+    assert store.read(USER_2M, 5, now)["events"] == 3
+    assert not store.client.exists(_combined_key(5, now, USER_2M))
