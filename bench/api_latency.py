@@ -60,7 +60,7 @@ import numpy as np
 import pyarrow as pa
 
 from feature_store.artifacts import Artifacts, open_artifacts
-from feature_store.definitions import PRODUCT_1D, PRODUCT_1H, PRODUCT_2M, USER_2M, USER_PROFILE, FeatureGroup
+from feature_store.definitions import USER_2M, USER_PROFILE, FeatureGroup
 from feature_store.settings import PROJECT_ROOT, Settings
 from services.stack import native
 from services.stack.processes import Supervisor, wait_for
@@ -474,19 +474,19 @@ def pick_candidates(user_factors: np.ndarray, item_factors: np.ndarray, product_
 
 
 def read_hits(store, users: list[int], candidates: np.ndarray, catalogue, neighbours) -> dict[str, float]:
-    """Share of `read_inputs`' reads that found a value, per group, for the bench users."""
-    from spark_jobs.ranker.serving import PRODUCT_READS, read_inputs
+    """Share of the ranker's reads that found a value, per group, for the bench users."""
+    from spark_jobs.ranker.features import PRODUCT_READS
+    from spark_jobs.ranker.serving import read_product_rows
 
     hits: dict[str, list[float]] = {}
     for user, cands in zip(users, candidates):
-        inputs = read_inputs(store, user_id=user, session_id=None, candidates=cands,
-                             als_scores=np.zeros(len(cands), np.float32), at=time.time(), catalogue=catalogue,
-                             neighbours=neighbours)  # fmt: skip
-        hits.setdefault("user_2m", []).append(inputs.user_2m is not None)
-        hits.setdefault("user_profile", []).append(inputs.profile is not None)
+        ((user_2m,), (profile,)), rows = read_product_rows(
+            store, cands.tolist(), time.time(), [(USER_2M, [user], None), (USER_PROFILE, [user], None)])
+        hits.setdefault("user_2m", []).append(user_2m is not None)
+        hits.setdefault("user_profile", []).append(profile is not None)
         for name, _, _ in PRODUCT_READS:
-            rows = getattr(inputs, name)
-            hits.setdefault(name, []).append(sum(r is not None for r in rows) / len(rows))
+            found = getattr(rows, name)
+            hits.setdefault(name, []).append(sum(r is not None for r in found) / len(found))
     return {k: round(float(np.mean(v)), 4) for k, v in hits.items()}
 
 
@@ -737,9 +737,11 @@ def _jsonable(values: dict | None) -> dict | None:
 
 def feature_reads(settings: Settings, live: LiveFeatures, user: int, candidates: np.ndarray, catalogue, neighbours,
                   iterations: int, warmup: int, python: Path, work: Path) -> dict[str, Any]:  # fmt: skip
-    """`read_inputs` for one user + POOL products, then Feast reading the same values, `iterations` times each."""
+    """`read_inputs` (no product cache) for one user + POOL products, then Feast reading the same values,
+    `iterations` times each."""
     from feature_store.online import OnlineStore
-    from spark_jobs.ranker.serving import read_inputs
+    from spark_jobs.ranker.features import PRODUCT_READS
+    from spark_jobs.ranker.serving import read_inputs, read_product_rows
 
     store = OnlineStore.from_url(settings.redis_url)
     scores = np.zeros(len(candidates), np.float32)
@@ -768,10 +770,11 @@ def feature_reads(settings: Settings, live: LiveFeatures, user: int, candidates:
         "user_2m": {"entity": "user", "fields": fields(USER_2M), "rows": [[user, _jsonable(inputs.user_2m)]]},
         "user_profile": {"entity": "user", "fields": fields(USER_PROFILE), "rows": [[user, _jsonable(inputs.profile)]]},
     }
-    for name, group in (("product_2m", PRODUCT_2M), ("product_1h", PRODUCT_1H), ("product_1h_prev", PRODUCT_1H),
-                        ("product_1d", PRODUCT_1D), ("product_1d_prev", PRODUCT_1D)):  # fmt: skip
+    with live.paused():
+        _, rows = read_product_rows(store, ids, time.time())  # the values Feast is loaded with
+    for name, group, _ in PRODUCT_READS:
         views[name] = {"entity": "product", "fields": fields(group),
-                       "rows": [[p, _jsonable(v)] for p, v in zip(ids, getattr(inputs, name))]}  # fmt: skip
+                       "rows": [[p, _jsonable(v)] for p, v in zip(ids, getattr(rows, name))]}  # fmt: skip
     spec = {"redis": f"127.0.0.1:{settings.redis_url.rsplit(':', 1)[1].split('/')[0]},db=0",
             "entities": {"user": "user_id", "product": "product_id"}, "views": views, "user_id": user,
             "product_ids": ids, "iterations": iterations, "warmup": warmup}  # fmt: skip

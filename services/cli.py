@@ -228,17 +228,10 @@ def api(
     API_ARTIFACT_POLL_SECONDS without a restart. API_WORKERS processes serve
     (they share the memory-mapped user factors). Ctrl-C (or SIGTERM) stops it.
     """
-    import uvicorn
+    from services.api.server import serve
 
     settings = get_settings()
-    uvicorn.run(
-        "services.api.app:create_app",
-        factory=True,
-        host=host or settings.api_host,
-        port=port or settings.api_port,
-        workers=settings.api_workers,
-        log_level=settings.log_level.lower(),
-    )
+    serve(settings, host or settings.api_host, port or settings.api_port)
 
 
 @app.command()

@@ -45,7 +45,7 @@ from spark_jobs.candidates.item_item import ItemNeighbours, item_neighbours
 from spark_jobs.candidates.job import CandidateParams, train_factors
 from spark_jobs.candidates.popular import popular_lists
 from spark_jobs.evaluation.temporal import default_test_day
-from spark_jobs.ranker.features import RankInputs, candidate_features
+from spark_jobs.ranker.features import PRODUCT_READS, ProductRows, RankInputs, candidate_features, product_features
 from spark_jobs.ranker.pit import Snapshot, current_sessions, recent_users, snapshots
 from spark_jobs.ranker.profile import profile_records, user_profiles
 
@@ -182,10 +182,9 @@ def label_grades(events: pa.Table, users: Sequence[int], at: datetime, horizon: 
     return out
 
 
-def _product_rows(snap: Snapshot, candidates: np.ndarray) -> dict[str, list]:
+def _product_rows(snap: Snapshot, candidates: np.ndarray) -> ProductRows:
     ids = candidates.tolist()
-    return {name: [getattr(snap, name).get(p) for p in ids]
-            for name in ("product_2m", "product_1h", "product_1h_prev", "product_1d", "product_1d_prev")}  # fmt: skip
+    return ProductRows(**{name: [getattr(snap, name).get(p) for p in ids] for name, _, _ in PRODUCT_READS})
 
 
 def _query_users(events: pa.Table, side: CandidateSide, cutoff: datetime, params: DatasetParams,
@@ -246,7 +245,7 @@ def period_queries(
                 profile=side.profiles.get(user),
                 catalogue=side.catalogue,
                 neighbours=side.neighbours,
-                **_product_rows(snap, candidates),
+                products=product_features(candidates, side.catalogue, _product_rows(snap, candidates)),
             )
             queries.append(Query(cutoff=cutoff, user_id=user, candidates=candidates, als_scores=inputs.als_scores,
                                  features=candidate_features(inputs), grades=y, relevant=set(relevant),

@@ -5,8 +5,13 @@ calls it with what it read from Redis at request time (`serving.read_inputs`);
 the training-set builder calls it with the values the same window functions
 produced from the events before each cutoff (`pit`). Both hand it a
 `RankInputs`: the user's groups as `OnlineStore.read` returns them (a dict, or
-None when the entity has no value) and the product groups as `read_many`
-returns them (one dict or None per candidate).
+None when the entity has no value) and the candidates' `product_features`.
+
+`product_features` is the part that depends on the product alone (its windows
+and catalogue entry): the same for every user at a moment, so the API keeps
+recent rows of it (`serving.ProductFeatureCache`) instead of recomputing them
+per request. It is computed from `ProductRows`: the product groups as
+`read_many` returns them (one dict or None per candidate).
 
 Missing is missing: a feature whose input is absent (no session, a product with
 no event this hour, a user without history) is NaN, which XGBoost routes down
@@ -24,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from feature_store.definitions import PRODUCT_1D, PRODUCT_1H, PRODUCT_2M, FeatureGroup
 from spark_jobs.candidates.catalogue import Catalogue
 from spark_jobs.candidates.item_item import ItemNeighbours
 
@@ -74,7 +80,57 @@ FEATURES: tuple[str, ...] = (
     "seconds_since_category_seen",
 )
 
+#: The features of the product alone (its windows and its catalogue entry), in `FEATURES` order.
+PRODUCT_FEATURES: tuple[str, ...] = (
+    "product_views_2m",
+    "product_carts_2m",
+    "product_purchases_2m",
+    "product_users_2m",
+    "product_health_2m",
+    "product_views_1h",
+    "product_purchases_1h",
+    "product_views_1d",
+    "product_carts_1d",
+    "product_purchases_1d",
+    "product_health_1d",
+    "catalogue_views",
+    "catalogue_purchases",
+    "log_price",
+)
+
+#: The product groups `product_features` reads: (ProductRows field, group, how far back the reader looks).
+PRODUCT_READS: tuple[tuple[str, FeatureGroup, float], ...] = (
+    ("product_2m", PRODUCT_2M, 0.0),
+    ("product_1h", PRODUCT_1H, 0.0),
+    ("product_1h_prev", PRODUCT_1H, PRODUCT_1H.length.total_seconds()),
+    ("product_1d", PRODUCT_1D, 0.0),
+    ("product_1d_prev", PRODUCT_1D, PRODUCT_1D.length.total_seconds()),
+)
+
 NAN = math.nan
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProductRows:
+    """The `PRODUCT_READS` rows of some products, as `OnlineStore.read_many` returns them (dict or None each)."""
+
+    product_2m: Sequence[Row]
+    product_1h: Sequence[Row]
+    product_1h_prev: Sequence[Row]
+    product_1d: Sequence[Row]
+    product_1d_prev: Sequence[Row]
+
+    def __post_init__(self) -> None:
+        if len({len(getattr(self, name)) for name, _, _ in PRODUCT_READS}) > 1:
+            raise ValueError("every product group needs one entry per candidate")
+
+    def __len__(self) -> int:
+        return len(self.product_2m)
+
+    @classmethod
+    def missing(cls, n: int) -> ProductRows:
+        """n products without any window (no event in any group)."""
+        return cls(**{name: [None] * n for name, _, _ in PRODUCT_READS})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,18 +143,13 @@ class RankInputs:
     user_2m: Row
     session: Row
     profile: Row
-    product_2m: Sequence[Row]
-    product_1h: Sequence[Row]
-    product_1h_prev: Sequence[Row]
-    product_1d: Sequence[Row]
-    product_1d_prev: Sequence[Row]
+    products: np.ndarray  #: the candidates' `product_features` (candidates x PRODUCT_FEATURES)
     catalogue: Catalogue
     neighbours: ItemNeighbours
 
     def __post_init__(self) -> None:
         n = len(self.candidates)
-        lists = (self.als_scores, self.product_2m, self.product_1h, self.product_1h_prev, self.product_1d, self.product_1d_prev)
-        if any(len(x) != n for x in lists):
+        if len(self.als_scores) != n or self.products.shape != (n, len(PRODUCT_FEATURES)):
             raise ValueError("every per-candidate input needs one entry per candidate")
 
 
@@ -192,50 +243,36 @@ def _ratio(numerator: np.ndarray, denominator: float) -> np.ndarray:
     return numerator / denominator
 
 
-def candidate_features(inputs: RankInputs) -> np.ndarray:
-    """A (candidates x len(FEATURES)) float32 matrix in `FEATURES` order."""
-    c = inputs.candidates
-    n = len(c)
-    cat = inputs.catalogue
-    rows = cat.index_of(c)
-    known = rows >= 0
+class _CatalogueView:
+    """The catalogue's entries of some products (NaN / -1 / None for products it does not know)."""
 
-    def take(values: np.ndarray, missing: Any) -> np.ndarray:
-        """The catalogue's value per candidate; `missing` for products it does not know."""
+    def __init__(self, catalogue: Catalogue, products: np.ndarray) -> None:
+        self.catalogue = catalogue
+        self.rows = catalogue.index_of(products)
+        self.known = self.rows >= 0
+        self._safe = np.where(self.known, self.rows, 0)
+
+    def take(self, values: np.ndarray, missing: Any) -> np.ndarray:
         if not len(values):
-            return np.full(n, missing, dtype=values.dtype)
-        return np.where(known, values[np.where(known, rows, 0)], missing)
+            return np.full(len(self.rows), missing, dtype=values.dtype)
+        return np.where(self.known, values[self._safe], missing)
 
-    price = take(cat.prices, NAN)
-    category_ids = take(cat.category_ids, -1)
-    # profile maps are keyed by text ids (JSON); None where the category is unknown
-    category_keys = [str(x) if x >= 0 else None for x in category_ids.tolist()]
-    category_codes, brands = take(cat.category_codes, None), take(cat.brands, None)
 
-    session, user, profile = inputs.session, inputs.user_2m, inputs.profile
-    recent = list(session.get("recent_products") or []) if session else []
-    if session is None:
-        sim_max = sim_sum = in_session = np.full(n, NAN)
-    else:
-        sim_max, sim_sum = session_similarity(inputs.neighbours, recent, c)
-        in_session = np.isin(c, np.asarray(recent, np.int64)).astype(np.float64)
-
+def product_features(products: np.ndarray, catalogue: Catalogue, rows: ProductRows) -> np.ndarray:
+    """A (products x len(PRODUCT_FEATURES)) float32 matrix in `PRODUCT_FEATURES` order: the product's windows
+    (`rows`, aligned with `products`) and its catalogue entry."""
+    n = len(products)
+    if len(rows) != n:
+        raise ValueError("every per-candidate input needs one entry per candidate")
+    cat = _CatalogueView(catalogue, np.asarray(products, np.int64))
     counts = ("views", "carts", "purchases")
-    p2m = _columns(inputs.product_2m, *counts, "distinct_users", "health")
-    p1h, p1h_prev = _columns(inputs.product_1h, *counts), _columns(inputs.product_1h_prev, *counts)
-    p1d, p1d_prev = _columns(inputs.product_1d, *counts), _columns(inputs.product_1d_prev, *counts)
+    p2m = _columns(rows.product_2m, *counts, "distinct_users", "health")
+    p1h, p1h_prev = _columns(rows.product_1h, *counts), _columns(rows.product_1h_prev, *counts)
+    p1d, p1d_prev = _columns(rows.product_1d, *counts), _columns(rows.product_1d_prev, *counts)
     views_1d = _sum_buckets(p1d, p1d_prev, "views")
     carts_1d = _sum_buckets(p1d, p1d_prev, "carts")
     purchases_1d = _sum_buckets(p1d, p1d_prev, "purchases")
-
     columns: dict[str, np.ndarray] = {
-        "als_score": inputs.als_scores.astype(np.float64),
-        "als_rank": als_ranks(inputs.als_scores.astype(np.float64)),
-        "session_similarity_max": sim_max,
-        "session_similarity_sum": sim_sum,
-        "in_session": in_session,
-        "session_events": np.full(n, _value(session, "events")),
-        "session_has_cart": np.full(n, _value(session, "has_cart")),
         "product_views_2m": p2m["views"],
         "product_carts_2m": p2m["carts"],
         "product_purchases_2m": p2m["purchases"],
@@ -247,9 +284,44 @@ def candidate_features(inputs: RankInputs) -> np.ndarray:
         "product_carts_1d": carts_1d,
         "product_purchases_1d": purchases_1d,
         "product_health_1d": health(carts_1d + purchases_1d, views_1d),
-        "catalogue_views": take(cat.views.astype(np.float64), NAN),
-        "catalogue_purchases": take(cat.purchases.astype(np.float64), NAN),
-        "log_price": np.log1p(price),
+        "catalogue_views": cat.take(catalogue.views.astype(np.float64), NAN),
+        "catalogue_purchases": cat.take(catalogue.purchases.astype(np.float64), NAN),
+        "log_price": np.log1p(cat.take(catalogue.prices, NAN)),
+    }
+    assert tuple(columns) == PRODUCT_FEATURES, "product_features and PRODUCT_FEATURES disagree"
+    if not n:
+        return np.empty((0, len(PRODUCT_FEATURES)), np.float32)
+    return np.column_stack([columns[name] for name in PRODUCT_FEATURES]).astype(np.float32)
+
+
+def candidate_features(inputs: RankInputs) -> np.ndarray:
+    """A (candidates x len(FEATURES)) float32 matrix in `FEATURES` order."""
+    c = inputs.candidates
+    n = len(c)
+    cat = _CatalogueView(inputs.catalogue, c)
+    price = cat.take(inputs.catalogue.prices, NAN)
+    category_ids = cat.take(inputs.catalogue.category_ids, -1)
+    # profile maps are keyed by text ids (JSON); None where the category is unknown
+    category_keys = [str(x) if x >= 0 else None for x in category_ids.tolist()]
+    category_codes, brands = cat.take(inputs.catalogue.category_codes, None), cat.take(inputs.catalogue.brands, None)
+
+    session, user, profile = inputs.session, inputs.user_2m, inputs.profile
+    recent = list(session.get("recent_products") or []) if session else []
+    if session is None:
+        sim_max = sim_sum = in_session = np.full(n, NAN)
+    else:
+        sim_max, sim_sum = session_similarity(inputs.neighbours, recent, c)
+        in_session = np.isin(c, np.asarray(recent, np.int64)).astype(np.float64)
+
+    columns: dict[str, np.ndarray] = {
+        "als_score": inputs.als_scores.astype(np.float64),
+        "als_rank": als_ranks(inputs.als_scores.astype(np.float64)),
+        "session_similarity_max": sim_max,
+        "session_similarity_sum": sim_sum,
+        "in_session": in_session,
+        "session_events": np.full(n, _value(session, "events")),
+        "session_has_cart": np.full(n, _value(session, "has_cart")),
+        **{name: inputs.products[:, i] for i, name in enumerate(PRODUCT_FEATURES)},
         "price_to_user_mean": _ratio(price, _value(profile, "mean_price")),
         "price_to_recent_views": _ratio(price, _value(user, "mean_view_price")),
         "category_affinity": _lookup(profile.get("category_shares") if profile else None, category_keys),
@@ -269,4 +341,7 @@ def candidate_features(inputs: RankInputs) -> np.ndarray:
         ),
     }
     assert tuple(columns) == FEATURES, "candidate_features and FEATURES disagree"
-    return np.column_stack([columns[name] for name in FEATURES]).astype(np.float32) if n else np.empty((0, len(FEATURES)), np.float32)
+    matrix = np.empty((n, len(FEATURES)), np.float32)
+    for i, column in enumerate(columns.values()):
+        matrix[:, i] = column
+    return matrix

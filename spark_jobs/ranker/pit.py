@@ -26,8 +26,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import SparkSession
 
-from feature_store.definitions import PRODUCT_1D, PRODUCT_1H, PRODUCT_2M, SESSION_FEATURES, USER_2M, FeatureGroup, Window
+from feature_store.definitions import SESSION_FEATURES, USER_2M, FeatureGroup, Window
 from feature_store.online import bucket_for_read, decode_features, encode_features
+from spark_jobs.ranker.features import PRODUCT_READS
 from spark_jobs.features import batch_features
 
 Rows = dict[Any, dict[str, Any]]
@@ -124,14 +125,7 @@ def snapshots(spark: SparkSession, events: pa.Table, cutoffs: list[datetime], se
     """The features of every user and product (and of the given sessions) as a reader at each cutoff would see them."""
     times = [c.timestamp() for c in cutoffs]
     out: dict[str, list[Rows]] = {}
-    for name, group, offset in (
-        ("user_2m", USER_2M, 0.0),
-        ("product_2m", PRODUCT_2M, 0.0),
-        ("product_1h", PRODUCT_1H, 0.0),
-        ("product_1h_prev", PRODUCT_1H, PRODUCT_1H.length.total_seconds()),
-        ("product_1d", PRODUCT_1D, 0.0),
-        ("product_1d_prev", PRODUCT_1D, PRODUCT_1D.length.total_seconds()),
-    ):
+    for name, group, offset in (("user_2m", USER_2M, 0.0), *PRODUCT_READS):
         buckets, parts = [], []
         for c in times:
             read_at = c - offset

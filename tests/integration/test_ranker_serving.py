@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from feature_store.definitions import PRODUCT_1D, PRODUCT_2M, SESSION_FEATURES, USER_2M
-from feature_store.online import OnlineStore
+from feature_store.online import OnlineStore, Shopper
 from feature_store.settings import Settings
+from producer.schema import EVENT_SCHEMA
 from spark_jobs.candidates.catalogue import Catalogue, product_catalogue
 from spark_jobs.candidates.item_item import item_neighbours
-from spark_jobs.ranker.serving import ProductFeatureCache, read_inputs
+from spark_jobs.ranker.features import PRODUCT_FEATURES, product_features
+from spark_jobs.ranker.serving import ProductFeatureCache, read_inputs, read_product_rows
 from tests.api_data import live_click, write_live
 
 pytestmark = pytest.mark.integration
@@ -27,13 +31,24 @@ def store(stack: Settings) -> OnlineStore:
     return online
 
 
-def _inputs(store: OnlineStore, cache: ProductFeatureCache | None, at: float):
-    from producer.schema import EVENT_SCHEMA
+EMPTY = EVENT_SCHEMA.empty_table()
+#: The candidates' catalogue (the cache keeps rows of catalogue products only); 99 is in it too.
+CATALOGUE = Catalogue(product_catalogue(pa.Table.from_pylist(
+    [live_click(1, int(p), at=0.0).model_dump() for p in PRODUCTS], schema=EVENT_SCHEMA)))  # fmt: skip
 
-    empty = EVENT_SCHEMA.empty_table()
+
+def _inputs(store: OnlineStore, cache: ProductFeatureCache | None, at: float, shopper: Shopper | None = None):
     return read_inputs(store, user_id=5, session_id="s5", candidates=PRODUCTS, als_scores=np.ones(4, np.float32), at=at,
-                       catalogue=Catalogue(product_catalogue(empty)), neighbours=item_neighbours(empty, "also_viewed"),
-                       cache=cache)  # fmt: skip
+                       catalogue=CATALOGUE, neighbours=item_neighbours(EMPTY, "also_viewed"), cache=cache,
+                       shopper=shopper)  # fmt: skip
+
+
+def _views_2m(inputs) -> list[float]:
+    return inputs.products[:, PRODUCT_FEATURES.index("product_views_2m")].tolist()
+
+
+def _script_calls(store: OnlineStore) -> int:
+    return int(store.client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 def test_one_round_trip_reads_what_read_many_reads(store: OnlineStore) -> None:
@@ -42,28 +57,49 @@ def test_one_round_trip_reads_what_read_many_reads(store: OnlineStore) -> None:
     inputs = _inputs(store, None, now)
     assert inputs.user_2m == store.read(USER_2M, 5, now) and inputs.user_2m["views"] == 4
     assert inputs.session == store.read(SESSION_FEATURES, "s5") and inputs.session["recent_products"] == [11, 12, 12, 13]
-    assert inputs.product_2m == store.read_many(PRODUCT_2M, PRODUCTS.tolist(), now)
-    assert [r["views"] if r else None for r in inputs.product_2m] == [1, 2, 1, None]
-    assert inputs.product_1d == store.read_many(PRODUCT_1D, PRODUCTS.tolist(), now)
     assert inputs.profile is None  # no profile materialized: missing, not zero
+    _, rows = read_product_rows(store, PRODUCTS.tolist(), now)
+    assert rows.product_2m == store.read_many(PRODUCT_2M, PRODUCTS.tolist(), now)
+    assert rows.product_1d == store.read_many(PRODUCT_1D, PRODUCTS.tolist(), now)
+    assert np.array_equal(inputs.products, product_features(PRODUCTS, CATALOGUE, rows), equal_nan=True)
+    views = _views_2m(inputs)
+    assert views[:3] == [1, 2, 1] and math.isnan(views[3])
 
 
 def test_cached_product_rows_are_at_most_the_cache_age_old(store: OnlineStore) -> None:
     now = time.time()
     write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
     long_lived, short_lived = ProductFeatureCache(3600), ProductFeatureCache(0.5)
-    assert _inputs(store, long_lived, now).product_2m[0]["views"] == 1
-    assert _inputs(store, short_lived, now).product_2m[0]["views"] == 1
+    assert _views_2m(_inputs(store, long_lived, now))[0] == 1
+    assert _views_2m(_inputs(store, short_lived, now))[0] == 1
 
     write_live(store, [live_click(6, 11, at=now - 2, session="s6")])  # another shopper views product 11
     later = _inputs(store, long_lived, now)
-    assert later.product_2m[0]["views"] == 1  # served from the cache ...
+    assert _views_2m(later)[0] == 1  # served from the cache ...
     assert later.user_2m["views"] == 1 and later.session["events"] == 1  # ... but never the user's own features
-    assert _inputs(store, None, now).product_2m[0]["views"] == 2  # no cache: the new value
+    assert _views_2m(_inputs(store, None, now))[0] == 2  # no cache: the new value
     deadline = time.monotonic() + 10
-    while _inputs(store, short_lived, now).product_2m[0]["views"] != 2:  # the short-lived cache lets go
+    while _views_2m(_inputs(store, short_lived, now))[0] != 2:  # the short-lived cache lets go
         assert time.monotonic() < deadline, "the cached value outlived the cache age"
         time.sleep(0.05)
+
+
+def test_fresh_rows_cost_no_redis_read_and_new_windows_are_read_again(store: OnlineStore) -> None:
+    now = time.time()
+    write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
+    cache = ProductFeatureCache(3600)
+    shopper = store.read_shopper(5, "s5", now)
+    first = _inputs(store, cache, now, shopper)
+    calls = _script_calls(store)
+    again = _inputs(store, cache, now, shopper)
+    assert _script_calls(store) == calls  # every product fresh: no round trip at all
+    assert np.array_equal(first.products, again.products, equal_nan=True)
+    # a reader in the next slide of the two-minute window reads other windows: nothing cached applies
+    next_slide = now + PRODUCT_2M.slide.total_seconds()
+    _inputs(store, cache, next_slide, shopper)
+    assert _script_calls(store) > calls
+    assert np.array_equal(_inputs(store, None, next_slide).products, _inputs(store, cache, next_slide).products,
+                          equal_nan=True)  # fmt: skip
 
 
 def test_one_round_trip_reads_the_shopper_and_survives_redis_forgetting_the_scripts(store: OnlineStore) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -12,7 +13,16 @@ import pytest
 from producer.schema import EVENT_SCHEMA
 from spark_jobs.candidates.catalogue import Catalogue, product_catalogue
 from spark_jobs.candidates.item_item import item_neighbours
-from spark_jobs.ranker.features import FEATURES, RankInputs, als_ranks, candidate_features, session_similarity
+from spark_jobs.ranker.features import (
+    FEATURES,
+    PRODUCT_FEATURES,
+    ProductRows,
+    RankInputs,
+    als_ranks,
+    candidate_features,
+    product_features,
+    session_similarity,
+)
 from spark_jobs.ranker.profile import user_profiles
 from tests.candidate_data import events
 
@@ -29,15 +39,16 @@ def _history() -> pa.Table:
     ])  # fmt: skip
 
 
-def _inputs(**overrides) -> RankInputs:
+def _inputs(rows: dict | None = None, **overrides) -> RankInputs:
+    """Candidates 2, 3 and 99 (unknown to the catalogue); `rows` overrides some product groups' rows."""
     history = _history()
     candidates = np.array([2, 3, 99], np.int64)
+    catalogue = Catalogue(product_catalogue(history))
+    product_rows = ProductRows(**{**asdict(ProductRows.missing(3)), **(rows or {})})
     base = dict(
         at=AT, candidates=candidates, als_scores=np.array([0.5, 0.9, np.nan], np.float32),
-        user_2m=None, session=None, profile=None,
-        product_2m=[None] * 3, product_1h=[None] * 3, product_1h_prev=[None] * 3,
-        product_1d=[None] * 3, product_1d_prev=[None] * 3,
-        catalogue=Catalogue(product_catalogue(history)), neighbours=item_neighbours(history, "also_viewed"),
+        user_2m=None, session=None, profile=None, products=product_features(candidates, catalogue, product_rows),
+        catalogue=catalogue, neighbours=item_neighbours(history, "also_viewed"),
     )  # fmt: skip
     base.update(overrides)
     return RankInputs(**base)
@@ -77,10 +88,10 @@ def test_session_similarity_and_membership() -> None:
 
 
 def test_bucket_sums_are_nan_only_when_both_buckets_are_missing() -> None:
-    matrix = candidate_features(_inputs(
-        product_1d=[{"views": 2, "carts": 1, "purchases": 0}, None, None],
-        product_1d_prev=[{"views": 3, "carts": 0, "purchases": 1}, {"views": 4, "carts": 0, "purchases": 0}, None],
-    ))  # fmt: skip
+    matrix = candidate_features(_inputs({
+        "product_1d": [{"views": 2, "carts": 1, "purchases": 0}, None, None],
+        "product_1d_prev": [{"views": 3, "carts": 0, "purchases": 1}, {"views": 4, "carts": 0, "purchases": 0}, None],
+    }))  # fmt: skip
     views = _column(matrix, "product_views_1d")
     assert views[:2].tolist() == [5, 4] and np.isnan(views[2])
 
@@ -97,7 +108,17 @@ def test_profile_features() -> None:
 
 def test_per_candidate_inputs_must_align() -> None:
     with pytest.raises(ValueError, match="one entry per candidate"):
-        _inputs(product_2m=[None])
+        _inputs({"product_2m": [None]})
+    with pytest.raises(ValueError, match="one entry per candidate"):
+        _inputs(products=np.zeros((2, len(PRODUCT_FEATURES)), np.float32))
+
+
+def test_product_features_are_the_candidate_features_of_the_product_alone() -> None:
+    rows = {"product_2m": [{"views": 4, "carts": 1, "purchases": 0, "distinct_users": 3, "health": 0.2}, None, None]}
+    matrix = candidate_features(_inputs(rows))
+    block = _inputs(rows).products
+    assert np.array_equal(matrix[:, [FEATURES.index(f) for f in PRODUCT_FEATURES]], block, equal_nan=True)
+    assert _column(matrix, "product_views_2m")[0] == 4 and np.isnan(_column(matrix, "product_views_2m")[1])
 
 
 def test_profile_counts_history_before_as_of_only() -> None:
