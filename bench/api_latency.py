@@ -11,7 +11,7 @@ current; user profiles with `materialize_profiles`), and runs the API with
 
 - load, from a separate process: closed loop from wrk (N keep-alive connections
   back to back: throughput and latency; wrk is C, so the server saturates before
-  the client does) and open loop from a Python generator (httpx on uvloop; a fixed
+  the client does) and open loop from a Python generator (aiohttp on uvloop; a fixed
   arrival rate, latency from each request's *scheduled* send time, so a slow
   server cannot hide its queue), on `/recommendations/{user}?k=10` and on
   `/health` of the same server, interleaved in each repetition;
@@ -232,7 +232,7 @@ def synthetic_events(directory: Path, users: int, days: int) -> pa.Table:
 def publish_random_ranker(artifacts: Artifacts, rounds: int, seed: int = 0) -> str:
     """An XGBoost LambdaMART booster on random features in FEATURES order, published as a `ranker` version.
 
-    Trees of the real parameters (depth 6) and `rounds` rounds, the most the real
+    Trees of the real parameters (`XGBParams`) and `rounds` rounds, the most the real
     training keeps: scoring costs what a trained model's does.
     """
     import xgboost as xgb
@@ -500,29 +500,34 @@ MAX_IN_FLIGHT = 256
 
 
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
-    """An open loop at `level` req/s (the closed loops come from wrk)."""
-    import httpx
+    """An open loop at `level` req/s (the closed loops come from wrk).
+
+    aiohttp rather than httpx: on these two cores the client's CPU is taken from the
+    server, and httpx spent about 1.5 ms of CPU per request (more as its pool grew).
+    """
+    import aiohttp
 
     paths, level = spec["paths"], spec["level"]
     warmup, duration = spec["warmup"], spec["duration"]
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
     latencies: list[float] = []
     errors: dict[str, int] = {}
     sources: dict[str, int] = {}
     counter = {"n": 0, "in_flight": 0}
     # past 5 s a request counts as an error (a timeout), so an overloaded phase ends soon after its duration
-    async with httpx.AsyncClient(base_url=spec["base"], limits=limits, timeout=5.0) as client:
+    connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
+    async with aiohttp.ClientSession(spec["base"], connector=connector, timeout=aiohttp.ClientTimeout(total=5.0)) as client:
 
         async def one(path: str, start: float, measured: bool) -> None:
             counter["in_flight"] += 1
             try:
-                response = await client.get(path)
-                status = response.status_code
+                async with client.get(path) as response:
+                    status = response.status
+                    body = await response.read()
                 if status == 200 and spec["check_source"] and counter["n"] % 50 == 0:
-                    source = response.json().get("source", "?")
+                    source = json.loads(body).get("source", "?")
                     sources[source] = sources.get(source, 0) + 1
                 counter["n"] += 1
-            except httpx.HTTPError as error:
+            except (aiohttp.ClientError, asyncio.TimeoutError) as error:
                 status = type(error).__name__
             finally:
                 counter["in_flight"] -= 1
@@ -546,8 +551,7 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
                 await asyncio.sleep(delay)
             late.append(time.perf_counter() - due)
             if counter["in_flight"] >= MAX_IN_FLIGHT:
-                # The server is far behind: sending more would only make the client the
-                # bottleneck (httpx's pool degrades badly with thousands waiting). Count it.
+                # The server is far behind: sending more would only make the client the bottleneck. Count it.
                 if due >= measure_from:
                     errors["not sent: overloaded"] = errors.get("not sent: overloaded", 0) + 1
                 continue
@@ -663,7 +667,7 @@ def run_load(api: Api, redis_pid: int, *, endpoint: str, paths: list[str], mode:
     else:
         out = subprocess.run([sys.executable, "-m", "bench.api_latency", "--loadgen", json.dumps(spec)],
                              capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)  # fmt: skip
-        result = {**json.loads(out.stdout.strip().splitlines()[-1]), "client": "python (httpx, uvloop)"}
+        result = {**json.loads(out.stdout.strip().splitlines()[-1]), "client": "python (aiohttp, uvloop)"}
     wall = time.perf_counter() - started
     result["api_cpu_pct"] = 100 * (cpu_seconds(api.proc.pid) - api_cpu) / wall
     result["redis_cpu_pct"] = 100 * (cpu_seconds(redis_pid) - redis_cpu) / wall
@@ -982,7 +986,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2_000, help="synthetic users (small scale)")
     parser.add_argument("--days", type=int, default=3, help="synthetic days (small scale)")
     parser.add_argument("--bench-users", type=int, default=100, help="users the load cycles through")
-    parser.add_argument("--ranker-rounds", type=int, default=300, help="boosting rounds of the benchmark ranker")
+    parser.add_argument("--ranker-rounds", type=int, help="boosting rounds of the benchmark ranker (default: XGBParams')")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per load phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each phase")
     parser.add_argument("--reps", type=int, default=3, help="repetitions of every small-scale phase (medians recorded)")
@@ -1012,6 +1016,10 @@ def main() -> None:
     for noisy in ("implicit", "spark_jobs", "feature_store", "services"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
+    from spark_jobs.ranker.model import XGBParams
+
+    xgb_params = XGBParams()
+    args.ranker_rounds = args.ranker_rounds or xgb_params.num_boost_round
     python = None if args.no_feast else feast_python(args.feast_python)
     result: dict[str, Any] = {
         "benchmark": "GET /recommendations (ALS top 200 -> XGBoost rerank) beside GET /health and Feast reads",
@@ -1020,11 +1028,13 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "loadavg_start": loadavg(),
         "setup": {
-            "server": f"clickrec api (uvicorn, {args.workers} worker process(es), uvloop + httptools), LOG_LEVEL=WARNING, "
+            "server": f"clickrec api (uvicorn, {args.workers} worker process(es) each on its own SO_REUSEPORT socket, "
+                      "uvloop + httptools), LOG_LEVEL=WARNING, "
                       "user factors memory-mapped (API_FACTOR_DIR)",
-            "client": "separate process: closed loop wrk (1 thread, keep-alive); open loop httpx.AsyncClient on uvloop, "
+            "client": "separate process: closed loop wrk (1 thread, keep-alive); open loop aiohttp on uvloop, "
                       "timed from the scheduled send",
-            "ranker": f"XGBoost rank:ndcg, depth 6, {args.ranker_rounds} rounds, trained on random features (FEATURES order) "
+            "ranker": f"XGBoost rank:ndcg, depth {xgb_params.max_depth}, {args.ranker_rounds} rounds, trained on random "
+                      "features (FEATURES order) "
                       "and published with spark_jobs.ranker.model.publish",
             "online_features": f"spark_jobs.stream.process_batch on live events every {args.refresh:g} s "
                                "(every candidate and bench user has current windows); profiles via materialize_profiles",

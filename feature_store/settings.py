@@ -80,11 +80,17 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "data" / "api-factors",
         description="Where the API memory-maps the ALS user factors (one file per candidates version); empty: keep them in RAM.",
     )
+    api_recent_users: int = Field(
+        20_000, ge=0, description="Users whose top ALS candidates each API worker keeps (about 2.5 KB each; 0 = none)."
+    )
     api_product_cache_seconds: float = Field(
         1.0, ge=0.0, description="How long the ranker reuses a product's online features across requests (0 = always read)."
     )
     api_redis_timeout_seconds: float = Field(
         0.5, gt=0, description="Connect/read timeout of the API's Redis calls: past it, the API falls back."
+    )
+    api_redis_retry_seconds: float = Field(
+        1.0, gt=0, description="After a Redis error, how long /recommendations answers from its fallbacks before trying Redis again."
     )
     api_publish_timeout_seconds: float = Field(
         5.0, gt=0, description="How long POST /events waits for the broker to acknowledge before answering 503."

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import pybreaker
 from fastapi import Depends, Request
 
 from feature_store.online import OnlineStore
@@ -41,9 +42,14 @@ def get_sink(request: Request) -> EventSink:
     return request.app.state.sink
 
 
+def get_redis_breaker(request: Request) -> pybreaker.CircuitBreaker:
+    return request.app.state.redis_breaker
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
 SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 StoreDep = Annotated[OnlineStore, Depends(get_store)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SinkDep = Annotated[EventSink, Depends(get_sink)]
+RedisBreakerDep = Annotated[pybreaker.CircuitBreaker, Depends(get_redis_breaker)]

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pybreaker
 import redis
 
 from feature_store.definitions import SESSION_FEATURES, USER_2M, USER_PROFILE
@@ -71,6 +73,14 @@ class OnlineSignals:
         return {int(p) for p in (self.profile or {}).get("bought_products") or []} | set(self.session_purchases)
 
 
+#: Calls a function that uses Redis: directly, or through a circuit breaker.
+Guard = Callable[..., Any]
+
+
+def _unguarded(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return function(*args, **kwargs)
+
+
 def read_signals(
     store: OnlineStore, user_id: int, session_id: str | None, at: float, metrics: Metrics | None = None
 ) -> OnlineSignals:
@@ -86,13 +96,14 @@ class _Request:
     """The steps of one request; the ALS candidates are computed once and shared by ranker and ALS."""
 
     def __init__(self, snapshot: Snapshot, store: OnlineStore, *, user_id: int, session_id: str | None,
-                 category: str | None, k: int, pool: int, at: float, signals: OnlineSignals | None) -> None:  # fmt: skip
+                 category: str | None, k: int, pool: int, at: float, signals: OnlineSignals | None,
+                 guard: Guard) -> None:  # fmt: skip
         assert snapshot.candidates is not None
         self.snapshot = snapshot
         self.cands: CandidateSet = snapshot.candidates
         self.store = store
         self.user_id, self.session_id, self.category = user_id, session_id, category
-        self.k, self.pool, self.at, self.signals = k, pool, at, signals
+        self.k, self.pool, self.at, self.signals, self.guard = k, pool, at, signals, guard
         self.exclude = np.fromiter(sorted(signals.bought), np.int64) if signals and not signals.bot else np.empty(0, np.int64)
         self.taste = rec.Taste.from_profile(signals.profile if signals else None)
         self._als: tuple[np.ndarray, np.ndarray] | None = None
@@ -114,13 +125,12 @@ class _Request:
     def _als_candidates(self) -> tuple[np.ndarray, np.ndarray]:
         if self._als is None:
             self._personal()
-            vector = self.cands.user_vector(self.user_id)
-            if vector is None:
+            top = self.cands.als_top(self.user_id, self.pool)
+            if top is None:
                 raise Skip(SkipReason.UNKNOWN_USER)
-            rows, scores = rec.top_by_factors(vector, self.cands.item_factors, self.pool)
-            ids = self.cands.item_product_ids[rows]
+            ids, scores = top
             kept = self._filtered(ids)
-            self._als = (ids[kept], scores[kept].astype(np.float32))
+            self._als = (ids[kept], scores[kept])
         if not len(self._als[0]):
             raise Skip(SkipReason.EMPTY, "no ALS candidate left after the filters")
         return self._als
@@ -138,12 +148,13 @@ class _Request:
             raise Skip(SkipReason.NO_ARTIFACT, "no ranker artifact")
         ids, als_scores = self._als_candidates()
         try:
-            scores = self.snapshot.ranker.rerank(  # spark_jobs.ranker.serving.Ranker
+            scores = self.guard(
+                self.snapshot.ranker.rerank,  # spark_jobs.ranker.serving.Ranker
                 self.store, user_id=self.user_id, session_id=self.session_id, candidates=ids,
                 als_scores=als_scores, at=self.at, catalogue=self.cands.catalogue,
                 neighbours=self.cands.neighbours[SESSION_NEIGHBOURS], shopper=self._personal().shopper,
             )  # fmt: skip
-        except redis.RedisError as error:
+        except (redis.RedisError, pybreaker.CircuitBreakerError) as error:
             raise Skip(SkipReason.ONLINE_STORE_DOWN, str(error)) from None
         except Exception as error:  # a ranker bug must cost the rerank, not the answer
             log.exception("ranker failed for user %s", self.user_id)
@@ -233,22 +244,29 @@ def recommend(
     category: str | None = None,
     pool: int = 200,
     at: float | None = None,
+    breaker: pybreaker.CircuitBreaker | None = None,
 ) -> Recommendations:
     """Answer one recommendation request from the first source of the chain that can (never a 500 for
-    a missing dependency; `ArtifactMissing` only when there are no candidates at all)."""
+    a missing dependency; `ArtifactMissing` only when there are no candidates at all).
+
+    Every Redis call goes through `breaker` when given: while it is open, Redis is not asked.
+    """
     if snapshot.candidates is None:
         raise ArtifactMissing(
             "no candidates artifact is loaded (not even popular lists): run `clickrec train candidates`; "
             "the API picks the new version up without a restart"
         )
     at = time.time() if at is None else at
+    guard: Guard = breaker.call if breaker is not None else _unguarded
     try:
-        signals: OnlineSignals | None = read_signals(store, user_id, session_id, at, metrics)
+        signals: OnlineSignals | None = guard(read_signals, store, user_id, session_id, at, metrics)
+    except pybreaker.CircuitBreakerError:
+        signals = None  # logged once, when it opened
     except redis.RedisError as error:
         log.warning("online store unavailable, answering without it: %s", error)
         signals = None
     request = _Request(snapshot, store, user_id=user_id, session_id=session_id, category=category,
-                       k=k, pool=max(pool, k), at=at, signals=signals)  # fmt: skip
+                       k=k, pool=max(pool, k), at=at, signals=signals, guard=guard)  # fmt: skip
     answer = rec.answer(request.steps(), k)
     metrics.recommendations.labels(source=answer.source.value).inc()
     for skipped in answer.skipped:

@@ -29,8 +29,10 @@ import os
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ import pyarrow.parquet as pq
 
 from feature_store.artifacts import ArtifactNotFound, Artifacts, open_artifacts
 from feature_store.settings import Settings
-from services.api.recommend import category_mask
+from services.api.recommend import category_mask, top_by_factors
 from spark_jobs.candidates.catalogue import Catalogue
 from spark_jobs.candidates.item_item import ItemNeighbours
 
@@ -247,9 +249,20 @@ class CandidateSet:
     neighbours: dict[str, ItemNeighbours]
     popular: PopularLists
     category_codes: dict[int, str] = field(default_factory=dict)  #: category_id -> code (where known)
+    recent_users: int = 0  #: users whose ALS top lists are kept (see `als_top`); 0: none
+
+    def __post_init__(self) -> None:
+        # Per-user lists for every user do not fit the memory budget at the October-2019 scale (3M users);
+        # a shopper asks many times in a session, so the lists of the most recent users are kept.
+        me = weakref.proxy(self)  # the cache must not keep a swapped-out version (and its factors) alive
+
+        def top(user_id: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+            return CandidateSet._als_top(me, user_id, n)
+
+        object.__setattr__(self, "_recent_tops", lru_cache(maxsize=self.recent_users)(top) if self.recent_users else top)
 
     @classmethod
-    def load(cls, artifacts: Artifacts, version: str, factor_dir: Path | None = None) -> CandidateSet:
+    def load(cls, artifacts: Artifacts, version: str, factor_dir: Path | None = None, recent_users: int = 0) -> CandidateSet:
         """One version into memory; with `factor_dir`, the user factors are a memory-mapped file there."""
 
         def table(name: str) -> pa.Table:
@@ -284,6 +297,7 @@ class CandidateSet:
             neighbours=neighbours,
             popular=PopularLists(table("popular.parquet")),
             category_codes=codes,
+            recent_users=recent_users,
         )
         pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages otherwise (GBs at October scale)
         return loaded
@@ -296,6 +310,24 @@ class CandidateSet:
         if pos >= len(self.user_ids) or self.user_ids[pos] != user_id:
             return None
         return self.user_factors[self.user_rows[pos]]
+
+    def als_top(self, user_id: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(product ids, ALS scores) of the user's `n` best items, best first; None for a user ALS never saw.
+
+        Scoring every item costs a pass over the item factors (about 3 ms for 167k items);
+        the lists of the `recent_users` latest users are kept, read-only.
+        """
+        return self._recent_tops(int(user_id), int(n))  # type: ignore[attr-defined]
+
+    def _als_top(self, user_id: int, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        vector = self.user_vector(user_id)
+        if vector is None:
+            return None
+        rows, scores = top_by_factors(vector, self.item_factors, n)
+        ids, scores = self.item_product_ids[rows], scores.astype(np.float32)
+        ids.setflags(write=False)
+        scores.setflags(write=False)
+        return ids, scores
 
     def describe(self, product_id: int) -> dict[str, Any] | None:
         return self.catalogue.describe(product_id)
@@ -382,7 +414,9 @@ def _load_purchase_model(artifacts: Artifacts, version: str, settings: Settings)
 
 #: kind -> loader(artifacts, version, settings): the object the snapshot holds.
 LOADERS: dict[str, Callable[[Artifacts, str, Settings], Any]] = {
-    CANDIDATES: lambda artifacts, version, settings: CandidateSet.load(artifacts, version, settings.api_factor_dir),
+    CANDIDATES: lambda artifacts, version, settings: CandidateSet.load(
+        artifacts, version, settings.api_factor_dir, settings.api_recent_users
+    ),
     RANKER: _load_ranker,
     PURCHASE_MODEL: _load_purchase_model,
     ANALYTICS: lambda artifacts, version, settings: AnalyticsSet.load(artifacts, version),

@@ -18,7 +18,9 @@ def ranker_command(
     active_minutes: Annotated[float, typer.Option(min=0.5, help="Query users: those with an event in the last N minutes before a cutoff.")] = 5.0,
     max_users: Annotated[int, typer.Option(min=1, help="At most N query users per cutoff.")] = 500,
     top_n: Annotated[int, typer.Option(min=10, help="ALS candidates reranked per query.")] = 200,
-    rounds: Annotated[int, typer.Option(min=1, help="Most boosting rounds (early stopping picks fewer).")] = 300,
+    rounds: Annotated[
+        Optional[int], typer.Option(min=1, help="Most boosting rounds (default 100; early stopping picks fewer).")
+    ] = None,
     materialize: Annotated[bool, typer.Option(help="Write the user profiles at the end of the data into Redis.")] = True,
     seed: Annotated[int, typer.Option(help="Random seed of the cutoffs and the session drop-out.")] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
@@ -50,7 +52,7 @@ def ranker_command(
             max_users_per_cutoff=max_users,
             seed=seed,
         ),
-        xgb=XGBParams(num_boost_round=rounds),
+        xgb=XGBParams(**({"num_boost_round": rounds} if rounds else {})),
         materialize_profiles=materialize,
         progress=progress,
     )

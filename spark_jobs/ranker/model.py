@@ -34,11 +34,15 @@ MANIFEST_FILE = "manifest.json"
 
 @dataclass(frozen=True)
 class XGBParams:
+    """LambdaMART's settings. The trees' size is a serving cost: every request scores its 200 candidates
+    through all of them. 100 rounds of depth 4 at eta 0.2 rank as well as 300 of depth 6 at eta 0.08 on
+    both held-out sets (README, "Held-out quality") and score 200 rows in a third of the time."""
+
     objective: str = "rank:ndcg"
-    num_boost_round: int = 300
+    num_boost_round: int = 100
     early_stopping_rounds: int = 30
-    max_depth: int = 6
-    eta: float = 0.08
+    max_depth: int = 4
+    eta: float = 0.2
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     min_child_weight: float = 1.0

@@ -20,7 +20,7 @@ import numpy as np
 
 from feature_store.artifacts import Artifacts
 from feature_store.definitions import SESSION_FEATURES, USER_2M, USER_PROFILE, FeatureGroup
-from feature_store.online import OnlineStore, Shopper, bucket_for_read
+from feature_store.online import OnlineStore, Shopper
 from spark_jobs.candidates.catalogue import Catalogue
 from spark_jobs.candidates.item_item import ItemNeighbours
 from spark_jobs.ranker import model as ranker_model
@@ -39,41 +39,34 @@ def read_product_rows(store: OnlineStore, products: Sequence[int], at: float, fi
 
 
 class ProductFeatureCache:
-    """`product_features` rows of recently read products, each at most `seconds` old.
+    """`product_features` rows of recently read products, each used for at most `seconds`.
 
     A product's features do not depend on who asks, and a busy API asks for the same
     popular products many times a second: served from here they cost a numpy gather
     instead of five Redis reads, their decoding and the arithmetic. The price is
-    freshness: a product feature may be up to `seconds` old (user and session
-    features are always read). Each row expires on its own, so the refreshes spread
-    over the requests instead of falling on a few; all rows expire together only when
-    the windows a reader reads move on (the next slide of the two-minute window, a new
-    hour or day). The rows sit in one array over the catalogue (a product's catalogue
-    row is its slot): a few MB at the October-2019 scale. 0 seconds turns the cache off.
+    freshness: a request at time `at` may get a product row read for a time up to
+    `seconds` before `at`, even across a window boundary (user and session features
+    are always read). Each row expires on its own, so the refreshes spread over the
+    requests instead of falling on a few at every slide of the two-minute window.
+    The rows sit in one array over the catalogue (a product's catalogue row is its
+    slot): a few MB at the October-2019 scale. 0 seconds turns the cache off.
     """
 
     def __init__(self, seconds: float = 1.0) -> None:
         self.seconds = seconds
         self._catalogue: Catalogue | None = None
         self._values = np.empty((0, len(PRODUCT_FEATURES)), np.float32)
-        self._read_at = np.empty(0)  #: monotonic time of each slot's read
-        self._windows_of = np.empty(0, np.int64)  #: the generation of windows each slot was read for
-        self._windows: tuple[int, ...] = ()
-        self._generation = 0
-        self._lock = threading.Lock()  # the API serves requests from a thread pool
+        self._read_for = np.empty(0)  #: the `at` each slot's row was read for
+        self._lock = threading.Lock()  # requests may come from a thread pool
 
-    def _slots(self, catalogue: Catalogue, products: np.ndarray, at: float) -> tuple[np.ndarray, int]:
-        """Each product's slot (-1: not in the catalogue, never cached) and the current windows' generation."""
+    def _slots(self, catalogue: Catalogue, products: np.ndarray) -> np.ndarray:
+        """Each product's slot (-1: not in the catalogue, never cached)."""
         if catalogue is not self._catalogue:  # a new candidates version: start over
             n = len(catalogue.product_ids)
             self._catalogue = catalogue
             self._values = np.empty((n, len(PRODUCT_FEATURES)), np.float32)
-            self._read_at = np.full(n, -np.inf)
-            self._windows_of = np.full(n, -1, np.int64)
-        windows = tuple(bucket_for_read(group, at - back) for _, group, back in PRODUCT_READS)
-        if windows != self._windows:
-            self._windows, self._generation = windows, self._generation + 1
-        return catalogue.index_of(products), self._generation
+            self._read_for = np.full(n, -np.inf)
+        return catalogue.index_of(products)
 
     def block(self, store: OnlineStore, products: np.ndarray, at: float, catalogue: Catalogue,
               first: Sequence[Read] = ()) -> tuple[list, np.ndarray]:  # fmt: skip
@@ -83,12 +76,12 @@ class ProductFeatureCache:
         if self.seconds <= 0:
             replies, rows = read_product_rows(store, products.tolist(), at, first)
             return replies, product_features(products, catalogue, rows)
-        now = time.monotonic()
         with self._lock:
-            slots, generation = self._slots(catalogue, products, at)
+            slots = self._slots(catalogue, products)
             cached = slots >= 0
             safe = np.where(cached, slots, 0)
-            fresh = cached & (self._windows_of[safe] == generation) & (now - self._read_at[safe] < self.seconds)
+            age = at - self._read_for[safe]
+            fresh = cached & (age >= 0) & (age < self.seconds)  # never a row read for a later time
             block = self._values[safe]  # a copy: rows read below are filled in
         stale = np.flatnonzero(~fresh)
         if not len(stale):
@@ -97,10 +90,10 @@ class ProductFeatureCache:
         block[stale] = product_features(products[stale], catalogue, rows)
         keep = stale[cached[stale]]
         with self._lock:
-            if catalogue is self._catalogue and generation == self._generation:
-                self._values[slots[keep]] = block[keep]
-                self._read_at[slots[keep]] = now
-                self._windows_of[slots[keep]] = generation
+            if catalogue is self._catalogue:
+                newer = self._read_for[slots[keep]] < at  # a concurrent request may have read a later time
+                self._values[slots[keep[newer]]] = block[keep[newer]]
+                self._read_for[slots[keep[newer]]] = at
         return replies, block
 
 

@@ -575,3 +575,59 @@ def test_user_factors_are_memory_mapped_once_per_version_and_equal_the_artifact(
     again = CandidateSet.load(artifacts, world.candidates_version, tmp_path)  # a second worker maps the same file
     assert path.stat().st_mtime_ns == written and np.array_equal(again.user_factors, mapped.user_factors)
     assert not stale.exists() and sorted(p.name for p in tmp_path.iterdir()) == [".lock", world.candidates_version]
+
+
+def test_recent_users_keep_their_als_lists_and_a_swapped_out_version_is_freed(world: ApiWorld) -> None:
+    import gc
+    import weakref
+
+    from services.api.recommend import top_by_factors
+
+    artifacts = open_artifacts(world.settings)
+    kept = CandidateSet.load(artifacts, world.candidates_version, recent_users=2)
+    users = [world.known_user(i) for i in range(3)]
+    for user in users:
+        rows, scores = top_by_factors(kept.user_vector(user), kept.item_factors, 20)
+        ids, kept_scores = kept.als_top(user, 20)
+        assert ids.tolist() == kept.item_product_ids[rows].tolist() and np.allclose(kept_scores, scores)
+        assert not ids.flags.writeable and not kept_scores.flags.writeable  # shared between requests
+    assert kept.als_top(users[2], 20)[0] is kept.als_top(users[2], 20)[0]  # a recent user's list is kept ...
+    first = kept.als_top(users[0], 20)[0]
+    kept.als_top(users[1], 20), kept.als_top(users[2], 20)  # ... until two other users pushed it out
+    assert kept.als_top(users[0], 20)[0] is not first
+    assert kept.als_top(10**15, 20) is None  # a user ALS never saw
+    none = CandidateSet.load(artifacts, world.candidates_version, recent_users=0)
+    assert none.als_top(users[0], 20)[0] is not none.als_top(users[0], 20)[0]
+    gone = weakref.ref(kept)
+    gc.disable()  # freed by reference counting alone: the kept lists hold no cycle back to their version
+    try:
+        del kept
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+def test_a_hung_redis_costs_one_request_a_timeout_then_the_fallbacks_answer_at_once(world: ApiWorld) -> None:
+    import socket
+
+    hung = socket.socket()  # accepts connections (the kernel's backlog) and never answers
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)
+    try:
+        settings = world.settings.model_copy(update={
+            "redis_url": f"redis://127.0.0.1:{hung.getsockname()[1]}/0", "api_redis_timeout_seconds": 0.3,
+            "api_redis_retry_seconds": 30.0,
+        })  # fmt: skip
+        with TestClient(create_app(settings)) as client:
+            started = time.perf_counter()
+            first = recommendations(client, world.known_user(), k=4)
+            assert time.perf_counter() - started >= 0.3  # it waited for Redis once ...
+            assert first["source"] == "global_popular"
+            started = time.perf_counter()
+            for i in range(10):
+                body = recommendations(client, world.known_user(i), k=4)
+                assert body["source"] == "global_popular"
+                assert {f["reason"] for f in body["fallbacks"]} >= {"online_store_down"}
+            assert time.perf_counter() - started < 0.3  # ... then not at all while the breaker is open
+    finally:
+        hung.close()
