@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -365,13 +366,19 @@ def write_october_candidates(artifacts: Artifacts, users: int, products: int, fa
 
 @dataclass
 class LiveFeatures:
-    """Keeps every read of the bench users and their candidates a hit: live events through `process_batch`."""
+    """Keeps every read of the bench users and their candidates a hit: live events through `process_batch`.
+
+    Like the stream, it writes a micro-batch every `every` seconds; each covers one of
+    `parts` slices of the products and users in turn, so every product and user gets an
+    event every `every * parts` seconds.
+    """
 
     settings: Settings
     users: list[int]
     products: np.ndarray
     catalogue: pa.Table  #: CATALOGUE_SCHEMA rows of `products`
-    every: float = 10.0
+    every: float = 1.0
+    parts: int = 10
     batch: int = 0
     writes: list[float] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -391,7 +398,7 @@ class LiveFeatures:
                      for name in ("category_id", "category_code", "brand", "price")}  # fmt: skip
         self.rng = np.random.default_rng(1)
 
-    def _events(self, at: float, spread: float) -> pa.Table:
+    def _events(self, at: float, spread: float, part: slice) -> pa.Table:
         from producer.schema import EVENT_SCHEMA
 
         n = len(self.products)
@@ -402,7 +409,7 @@ class LiveFeatures:
         types = np.where(self.rng.random(n) < 0.1, "cart", "view")
         types[self.rng.random(n) < 0.03] = "purchase"
         rows = []
-        for i, pid in enumerate(self.products.tolist()):
+        for i, pid in list(enumerate(self.products.tolist()))[part]:
             rows.append({
                 "event_time": datetime.fromtimestamp(times[i], timezone.utc), "event_type": str(types[i]),
                 "product_id": pid, "category_id": self.info["category_id"][i],
@@ -410,7 +417,7 @@ class LiveFeatures:
                 "price": self.info["price"][i] or 1.0, "user_id": int(users[i]), "user_session": f"s-{users[i]}",
                 "event_id": f"bench-{self.batch}-{i}", "source": "live",
             })  # fmt: skip
-        for j, user in enumerate(self.users):  # every bench user touched a product just now: a two-minute window
+        for j, user in list(enumerate(self.users))[part]:  # bench users touched a product just now: a two-minute window
             i = int(self.rng.integers(0, n))
             rows.append({
                 "event_time": datetime.fromtimestamp(times[n + j], timezone.utc), "event_type": "view",
@@ -422,14 +429,15 @@ class LiveFeatures:
         table = pa.Table.from_pylist(rows, schema=EVENT_SCHEMA)
         return table.append_column("ingest_time", pa.array([None] * table.num_rows, pa.timestamp("us", tz="UTC")))
 
-    def write(self, at: float | None = None, spread: float = 5.0) -> float:
-        """One micro-batch of live events ending at `at` (default now), through the stream's own batch code."""
+    def write(self, at: float | None = None, spread: float = 5.0, part: slice = slice(None)) -> float:
+        """One micro-batch of live events ending at `at` (default now) for the `part` of the products and
+        users (default all), through the stream's own batch code."""
         from spark_jobs.stream import process_batch
 
         with self._lock:
             started = time.perf_counter()
             self.batch += 1
-            table = self._events(time.time() if at is None else at, spread)
+            table = self._events(time.time() if at is None else at, spread, part)
             process_batch(table, self.batch, store=self.store, lake=self.lake, writer="bench-api", settings=self.settings)
             seconds = time.perf_counter() - started
             self.writes.append(seconds)
@@ -445,7 +453,7 @@ class LiveFeatures:
     def _run(self) -> None:
         while not self._stop.wait(self.every):
             if not self._paused.is_set():
-                self.write()
+                self.write(spread=self.every, part=slice(self.batch % self.parts, None, self.parts))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="live-features", daemon=True)
@@ -497,6 +505,10 @@ def read_hits(store, users: list[int], candidates: np.ndarray, catalogue, neighb
 
 #: Open loop: requests outstanding at most; past it, a due request is not sent and counts as an error.
 MAX_IN_FLIGHT = 256
+#: Open loop: client sessions the requests take turns on (each keeps its own connections), like the many
+#: clients behind a real API. One session would send nearly everything over one or two keep-alive
+#: connections, and those land on one worker.
+OPEN_LOOP_CLIENTS = 16
 
 
 async def _load(spec: dict[str, Any]) -> dict[str, Any]:
@@ -504,6 +516,7 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
 
     aiohttp rather than httpx: on these two cores the client's CPU is taken from the
     server, and httpx spent about 1.5 ms of CPU per request (more as its pool grew).
+    Request i goes out on client i % OPEN_LOOP_CLIENTS.
     """
     import aiohttp
 
@@ -514,10 +527,15 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     sources: dict[str, int] = {}
     counter = {"n": 0, "in_flight": 0}
     # past 5 s a request counts as an error (a timeout), so an overloaded phase ends soon after its duration
-    connector = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT)
-    async with aiohttp.ClientSession(spec["base"], connector=connector, timeout=aiohttp.ClientTimeout(total=5.0)) as client:
+    timeout = aiohttp.ClientTimeout(total=5.0)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(aiohttp.ClientSession(
+                spec["base"], connector=aiohttp.TCPConnector(limit=MAX_IN_FLIGHT // OPEN_LOOP_CLIENTS), timeout=timeout))
+            for _ in range(OPEN_LOOP_CLIENTS)
+        ]  # fmt: skip
 
-        async def one(path: str, start: float, measured: bool) -> None:
+        async def one(client: aiohttp.ClientSession, path: str, start: float, measured: bool) -> None:
             counter["in_flight"] += 1
             try:
                 async with client.get(path) as response:
@@ -555,7 +573,8 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
                 if due >= measure_from:
                     errors["not sent: overloaded"] = errors.get("not sent: overloaded", 0) + 1
                 continue
-            tasks.append(asyncio.create_task(one(paths[i % len(paths)], due, due >= measure_from)))
+            client = clients[i % OPEN_LOOP_CLIENTS]
+            tasks.append(asyncio.create_task(one(client, paths[i % len(paths)], due, due >= measure_from)))
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
     lat = np.asarray(latencies) * 1000
@@ -930,7 +949,7 @@ def october_scale(args, tmp: Path, settings: Settings, redis_pid: int) -> dict[s
         "bench_users": len(users), "live_products": len(products), "setup_s": round(time.perf_counter() - started, 1),
     }  # fmt: skip
     live.start()
-    api = Api(oct_settings, tmp / "api-october.log", workers=args.workers)
+    api = Api(oct_settings, tmp / "api-october.log", workers=args.october_workers)
     try:
         api.start()
         result["api_startup_s"] = round(api.startup_s, 2)
@@ -982,7 +1001,7 @@ def print_table(result: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loadgen", help=argparse.SUPPRESS)  # the load generator's own process
-    parser.add_argument("--workers", type=int, default=1, help="API worker processes (API_WORKERS)")
+    parser.add_argument("--workers", type=int, default=2, help="API worker processes at small scale (API_WORKERS)")
     parser.add_argument("--users", type=int, default=2_000, help="synthetic users (small scale)")
     parser.add_argument("--days", type=int, default=3, help="synthetic days (small scale)")
     parser.add_argument("--bench-users", type=int, default=100, help="users the load cycles through")
@@ -994,11 +1013,13 @@ def main() -> None:
     parser.add_argument("--rates", type=int, nargs="+", default=[20, 50, 200], help="open-loop req/s, /recommendations")
     parser.add_argument("--health-closed", type=int, nargs="+", default=[16], help="closed-loop clients, /health")
     parser.add_argument("--health-rates", type=int, nargs="+", default=[200], help="open-loop req/s, /health")
-    parser.add_argument("--refresh", type=float, default=10.0, help="seconds between live-feature batches")
+    parser.add_argument("--refresh", type=float, default=1.0, help="seconds between live-feature batches (the stream's trigger)")
     parser.add_argument("--feature-iterations", type=int, default=1_000, help="reads timed per side (ours, Feast)")
     parser.add_argument("--feast-python", help="a Python with feast[redis] (default: bench/.venv-feast, created on first use)")
     parser.add_argument("--no-feast", action="store_true", help="skip the Feast comparison")
     parser.add_argument("--no-october", action="store_true", help="skip the October-2019-scale part")
+    parser.add_argument("--october-workers", type=int, default=1,
+                        help="API workers at October scale (each loads the artifacts: the 2 GB budget fits one)")
     parser.add_argument("--october-users", type=int, default=3_000_000)
     parser.add_argument("--october-products", type=int, default=167_000)
     parser.add_argument("--october-neighbours", type=int, default=50, help="neighbours per product and kind")
@@ -1028,15 +1049,18 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "loadavg_start": loadavg(),
         "setup": {
-            "server": f"clickrec api (uvicorn, {args.workers} worker process(es) each on its own SO_REUSEPORT socket, "
+            "server": f"clickrec api (uvicorn, {args.workers} worker process(es) at small scale and "
+                      f"{args.october_workers} at October scale, each on its own SO_REUSEPORT socket, "
                       "uvloop + httptools), LOG_LEVEL=WARNING, "
                       "user factors memory-mapped (API_FACTOR_DIR)",
-            "client": "separate process: closed loop wrk (1 thread, keep-alive); open loop aiohttp on uvloop, "
+            "client": "separate process: closed loop wrk (1 thread, keep-alive); open loop aiohttp on uvloop "
+                      f"({OPEN_LOOP_CLIENTS} client sessions in turn), "
                       "timed from the scheduled send",
             "ranker": f"XGBoost rank:ndcg, depth {xgb_params.max_depth}, {args.ranker_rounds} rounds, trained on random "
                       "features (FEATURES order) "
                       "and published with spark_jobs.ranker.model.publish",
-            "online_features": f"spark_jobs.stream.process_batch on live events every {args.refresh:g} s "
+            "online_features": f"spark_jobs.stream.process_batch on live events every {args.refresh:g} s, each batch "
+                               "for a tenth of the products and users in turn "
                                "(every candidate and bench user has current windows); profiles via materialize_profiles",
             "request": "/recommendations/{user}?k=10, no session_id; pool 200 ALS candidates, none bought, all reranked",
         },

@@ -453,10 +453,12 @@ class Registry:
         *,
         artifacts: Artifacts | None = None,
         on_load: Callable[[str, str], None] | None = None,
+        on_swap: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._artifacts = artifacts
         self._on_load = on_load or (lambda kind, outcome: None)
+        self._on_swap = on_swap or (lambda: None)
         self._snapshot = Snapshot()
         self._lock = threading.Lock()  # one refresh at a time (poller and explicit calls)
         self.status: dict[str, KindStatus] = {kind: KindStatus() for kind in KINDS}
@@ -525,6 +527,7 @@ class Registry:
             if updates:
                 versions = {**self._snapshot.versions, **{kind: self.status[kind].loaded for kind in updates}}
                 self._snapshot = replace(self._snapshot, **updates, versions=versions)  # the atomic swap
+                self._on_swap()
             return dict(self._snapshot.versions)
 
     def _failed(self, kind: str, version: str, error: BaseException) -> None:

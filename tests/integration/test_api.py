@@ -251,7 +251,10 @@ def test_ranker_reorders_the_als_candidates_and_a_failing_ranker_costs_only_the_
 
 
 def test_artifact_swap_while_requests_run_fails_no_request(client: TestClient, world: ApiWorld) -> None:
+    import weakref
+
     before = client.get("/ready").json()["artifacts"]["candidates"]["version"]
+    old_candidates = weakref.ref(client.app.state.registry.snapshot.candidates)
     statuses: Counter[int] = Counter()
     versions: set[str] = set()
     stop = threading.Event()
@@ -282,6 +285,7 @@ def test_artifact_swap_while_requests_run_fails_no_request(client: TestClient, w
     assert set(statuses) == {200}, statuses
     assert versions == {before, new}
     assert client.get("/ready").json()["artifacts"]["candidates"]["version"] == new
+    assert old_candidates() is None  # the swapped-out version's memory is given back
 
 
 def test_a_purchase_model_with_other_features_refuses_to_start(world: ApiWorld) -> None:
