@@ -5,9 +5,10 @@ Starts a private Redis on a free port, builds real artifacts on synthetic events
 `spark_jobs.ranker.model.publish`, its booster trained on random features with
 the real FEATURES list: same trees, same serving cost, no Spark start-up), writes
 the online features the way the stream does (`spark_jobs.stream.process_batch`
-on live events, refreshed every few seconds so the two-minute windows stay
-current; user profiles with `materialize_profiles`), and runs the API with
-`clickrec api` in its own process. Then:
+on live events, a micro-batch every second like the stream's trigger, each for a
+tenth of the products and users in turn, so the two-minute windows stay current;
+user profiles with `materialize_profiles`), and runs the API with `clickrec api`
+in its own process (two workers at small scale, one at October scale). Then:
 
 - load, from a separate process: closed loop from wrk (N keep-alive connections
   back to back: throughput and latency; wrk is C, so the server saturates before
