@@ -765,7 +765,7 @@ def feature_reads(settings: Settings, live: LiveFeatures, user: int, candidates:
     `iterations` times each."""
     from feature_store.online import OnlineStore
     from spark_jobs.ranker.features import PRODUCT_READS
-    from spark_jobs.ranker.serving import read_inputs, read_product_rows
+    from spark_jobs.ranker.serving import read_inputs
 
     store = OnlineStore.from_url(settings.redis_url)
     scores = np.zeros(len(candidates), np.float32)
@@ -795,10 +795,10 @@ def feature_reads(settings: Settings, live: LiveFeatures, user: int, candidates:
         "user_profile": {"entity": "user", "fields": fields(USER_PROFILE), "rows": [[user, _jsonable(inputs.profile)]]},
     }
     with live.paused():
-        _, rows = read_product_rows(store, ids, time.time())  # the values Feast is loaded with
-    for name, group, _ in PRODUCT_READS:
-        views[name] = {"entity": "product", "fields": fields(group),
-                       "rows": [[p, _jsonable(v)] for p, v in zip(ids, getattr(rows, name))]}  # fmt: skip
+        at = time.time()
+        for name, group, back in PRODUCT_READS:  # the values Feast is loaded with
+            views[name] = {"entity": "product", "fields": fields(group),
+                           "rows": [[p, _jsonable(v)] for p, v in zip(ids, store.read_many(group, ids, at - back))]}  # fmt: skip
     spec = {"redis": f"127.0.0.1:{settings.redis_url.rsplit(':', 1)[1].split('/')[0]},db=0",
             "entities": {"user": "user_id", "product": "product_id"}, "views": views, "user_id": user,
             "product_ids": ids, "iterations": iterations, "warmup": warmup}  # fmt: skip

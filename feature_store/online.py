@@ -93,6 +93,12 @@ def window_key(group: FeatureGroup, entity_id: Any, bucket: Any | None = None) -
     return f"{PREFIX}:{group.name}:{entity_id}:{int(_epoch(bucket))}"
 
 
+def window_keys(group: FeatureGroup, entity_ids: Iterable[Any], bucket: Any | None = None) -> list[str]:
+    """`window_key` of many entities of one group and bucket (the key's shape formatted once)."""
+    head, tail = window_key(group, "\0", bucket).split("\0")
+    return [f"{head}{e}{tail}" for e in entity_ids]
+
+
 def session_keys(session_id: str) -> tuple[str, str, str]:
     """The session's hash, its distinct products (set) and its latest events (zset)."""
     base = window_key(SESSION_FEATURES, session_id)
@@ -786,16 +792,18 @@ class OnlineStore:
         return self.read_groups([(group, entity_ids, at)])[0]
 
     def read_groups(
-        self, requests: Sequence[tuple[FeatureGroup, Sequence[Any], float | None]]
+        self, requests: Sequence[tuple[FeatureGroup, Sequence[Any], float | None]], *, raw: bool = False
     ) -> list[list[dict[str, Any] | None]]:
         """Several `read_many(group, ids, at)` in ONE round trip (the ranker's request path).
 
         Each group's keys go to Redis in script calls of up to 500 entities (sliding
         windows are combined from their panes there): a few replies instead of one
-        command per key.
+        command per key. `raw`: each row as Redis holds it, feature names and values as
+        bytes (`decode_features` turns one into what `read_many` returns); for callers
+        that only want numbers, which numpy reads from the bytes directly.
         """
         queued, replies = self._run_reads(lambda pipe: self._queue_reads(pipe, requests))
-        return self._decode_reads(replies, queued)
+        return self._decode_reads(replies, queued, raw)
 
     def read_shopper(self, user_id: Any, session_id: str | None, at: float | None = None) -> Shopper:
         """Everything the API knows about a user and their session, in ONE round trip."""
@@ -850,18 +858,21 @@ class OnlineStore:
                                  int(group.name in KEPT_COMBINED), *keys)  # fmt: skip
                 else:
                     bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
-                    pipe.evalsha(self._read_hashes.sha, 0, *[window_key(group, e, bucket) for e in chunk])
+                    pipe.evalsha(self._read_hashes.sha, 0, *window_keys(group, chunk, bucket))
                 calls += 1
             queued.append((group, calls))
         return queued
 
     @staticmethod
-    def _decode_reads(replies: Sequence[Any], queued: list) -> list[list[dict[str, Any] | None]]:
+    def _decode_reads(replies: Sequence[Any], queued: list, raw: bool = False) -> list[list[dict[str, Any] | None]]:
         out, position = [], 0
         for group, calls in queued:
             flats = [flat for reply in replies[position : position + calls] for flat in reply]
             position += calls
-            out.append([decode_features(group, dict(zip(f[::2], f[1::2]))) if f else None for f in flats])
+            if raw:
+                out.append([dict(zip(f[::2], f[1::2])) if f else None for f in flats])
+            else:
+                out.append([decode_features(group, dict(zip(f[::2], f[1::2]))) if f else None for f in flats])
         return out
 
     def session_events(self, session_id: str) -> list[dict[str, Any]]:

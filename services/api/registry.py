@@ -12,8 +12,9 @@ version that fails to load is logged, counted and skipped: the old one keeps
 serving and `/ready` shows the error.
 
 Memory: the candidates are kept as factors (users x f and items x f, float32)
-plus sorted id arrays, never as per-user lists; October 2019's 3M users x 200
-candidates would not fit, its 3M x 64 factors take 0.8 GB. They are read batch
+plus sorted id arrays, with top lists only for the most recent users
+(`CandidateSet.als_top`); October 2019's 3M users x 200 candidates would not
+fit, its 3M x 64 factors take 0.8 GB. They are read batch
 by batch into their final array (`_read_factors`), so loading peaks at the
 file's bytes plus that array, not at three copies of the table.
 """

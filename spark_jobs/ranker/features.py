@@ -112,7 +112,8 @@ NAN = math.nan
 
 @dataclass(frozen=True, kw_only=True)
 class ProductRows:
-    """The `PRODUCT_READS` rows of some products, as `OnlineStore.read_many` returns them (dict or None each)."""
+    """The `PRODUCT_READS` rows of some products, as `OnlineStore.read_many` returns them (dict or None each)
+    or as Redis holds them (`read_groups(raw=True)`)."""
 
     product_2m: Sequence[Row]
     product_1h: Sequence[Row]
@@ -161,15 +162,21 @@ def _value(row: Row, name: str) -> float:
 
 
 def _columns(rows: Sequence[Row], *names: str) -> dict[str, np.ndarray]:
-    """name -> one float per row (NaN where the row or the value is missing); one pass over the rows."""
+    """name -> one float per row (NaN where the row or the value is missing); one pass over the rows.
+
+    Rows may be decoded (str names, typed values) or as Redis holds them (bytes names
+    and values: numpy reads a number from the bytes).
+    """
     blank = (None,) * len(names) if len(names) > 1 else None
-    get = operator.itemgetter(*names)
+    sample = next((r for r in rows if r), None)
+    keys = tuple(n.encode() for n in names) if sample is not None and isinstance(next(iter(sample)), bytes) else names
+    get = operator.itemgetter(*keys)
     try:  # rows from the codec hold every feature of their group: one C call per row
         values = [get(r) if r is not None else blank for r in rows]
     except KeyError:
-        def get(row: Mapping[str, Any]) -> Any:
-            found = tuple(row.get(name) for name in names)
-            return found if len(names) > 1 else found[0]
+        def get(row: Mapping[Any, Any]) -> Any:
+            found = tuple(row.get(key) for key in keys)
+            return found if len(keys) > 1 else found[0]
 
         values = [get(r) if r is not None else blank for r in rows]
     # dtype=float turns None into NaN in C: far cheaper than a Python call per value

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 
 from feature_store.definitions import PRODUCT_1D, PRODUCT_2M, SESSION_FEATURES, USER_2M
-from feature_store.online import OnlineStore, Shopper
+from feature_store.online import OnlineStore, Shopper, decode_features
 from feature_store.settings import Settings
 from producer.schema import EVENT_SCHEMA
 from spark_jobs.candidates.catalogue import Catalogue, product_catalogue
 from spark_jobs.candidates.item_item import item_neighbours
-from spark_jobs.ranker.features import PRODUCT_FEATURES, product_features
+from spark_jobs.ranker.features import PRODUCT_FEATURES, PRODUCT_READS, ProductRows, product_features
 from spark_jobs.ranker.serving import ProductFeatureCache, read_inputs, read_product_rows
 from tests.api_data import live_click, write_live
 
@@ -58,10 +58,13 @@ def test_one_round_trip_reads_what_read_many_reads(store: OnlineStore) -> None:
     assert inputs.user_2m == store.read(USER_2M, 5, now) and inputs.user_2m["views"] == 4
     assert inputs.session == store.read(SESSION_FEATURES, "s5") and inputs.session["recent_products"] == [11, 12, 12, 13]
     assert inputs.profile is None  # no profile materialized: missing, not zero
-    _, rows = read_product_rows(store, PRODUCTS.tolist(), now)
-    assert rows.product_2m == store.read_many(PRODUCT_2M, PRODUCTS.tolist(), now)
-    assert rows.product_1d == store.read_many(PRODUCT_1D, PRODUCTS.tolist(), now)
-    assert np.array_equal(inputs.products, product_features(PRODUCTS, CATALOGUE, rows), equal_nan=True)
+    _, raw = read_product_rows(store, PRODUCTS.tolist(), now)  # rows as Redis holds them
+    decoded = ProductRows(**{name: store.read_many(group, PRODUCTS.tolist(), now - back) for name, group, back in PRODUCT_READS})
+    assert [decode_features(PRODUCT_2M, r) if r else None for r in raw.product_2m] == decoded.product_2m
+    assert [decode_features(PRODUCT_1D, r) if r else None for r in raw.product_1d] == decoded.product_1d
+    assert np.array_equal(product_features(PRODUCTS, CATALOGUE, raw), product_features(PRODUCTS, CATALOGUE, decoded),
+                          equal_nan=True)  # fmt: skip
+    assert np.array_equal(inputs.products, product_features(PRODUCTS, CATALOGUE, decoded), equal_nan=True)
     views = _views_2m(inputs)
     assert views[:3] == [1, 2, 1] and math.isnan(views[3])
 

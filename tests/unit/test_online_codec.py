@@ -7,7 +7,7 @@ import math
 import pytest
 
 from feature_store.definitions import SESSION_FEATURES, USER_2M, USER_PROFILE, Dtype
-from feature_store.online import decode_features, decode_value, encode_features, encode_value, window_key
+from feature_store.online import decode_features, decode_value, encode_features, encode_value, window_key, window_keys
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,9 @@ def test_keys_without_window() -> None:
     assert window_key(USER_PROFILE, 7) == "fs:v1:user_profile:7"
     assert window_key(SESSION_FEATURES, "abc") == "fs:v1:session:abc"
     assert window_key(USER_2M, 7, 1_600_000_020) == "fs:v1:user_2m:7:1600000020"
+
+
+def test_window_keys_are_window_key_of_each_entity() -> None:
+    for group, bucket in ((USER_2M, 1_600_000_020.0), (USER_PROFILE, None), (SESSION_FEATURES, None)):
+        ids = [7, "s-1", 123456789]
+        assert window_keys(group, ids, bucket) == [window_key(group, e, bucket) for e in ids]
