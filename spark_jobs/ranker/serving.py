@@ -65,7 +65,7 @@ class ProductFeatureCache:
     def _slots(self, catalogue: Catalogue, products: np.ndarray) -> np.ndarray:
         """Each product's slot (-1: not in the catalogue, never cached)."""
         if catalogue is not self._catalogue:  # a new candidates version: start over
-            n = len(catalogue.product_ids)
+            n = max(len(catalogue.product_ids), 1)  # one slot at least: the gather below needs a row 0
             self._catalogue = catalogue
             self._values = np.empty((n, len(PRODUCT_FEATURES)), np.float32)
             self._read_for = np.full(n, -np.inf)

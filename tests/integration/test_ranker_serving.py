@@ -114,3 +114,21 @@ def test_one_round_trip_reads_the_shopper_and_survives_redis_forgetting_the_scri
     assert store.read_shopper(5, "s5", now) == shopper
     store.client.script_flush()
     assert store.read_many(PRODUCT_2M, PRODUCTS.tolist(), now)[0]["views"] == 1
+
+
+def test_products_outside_the_catalogue_are_read_every_time(store: OnlineStore) -> None:
+    now = time.time()
+    write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
+    empty = Catalogue(product_catalogue(EMPTY))  # e.g. a candidates version without a catalogue row for them
+    cache = ProductFeatureCache(3600)
+    shopper = store.read_shopper(5, "s5", now)
+
+    def views() -> float:
+        inputs = read_inputs(store, user_id=5, session_id="s5", candidates=PRODUCTS, als_scores=np.ones(4, np.float32),
+                             at=now, catalogue=empty, neighbours=item_neighbours(EMPTY, "also_viewed"), cache=cache,
+                             shopper=shopper)  # fmt: skip
+        return _views_2m(inputs)[0]
+
+    assert views() == 1
+    write_live(store, [live_click(6, 11, at=now - 2, session="s6")])
+    assert views() == 2  # no slot, so never served from the cache
