@@ -1,5 +1,9 @@
 """FastAPI dependencies as named `Annotated` aliases; the objects live on `app.state` (set by the lifespan).
 
+They are `async def` although none awaits: FastAPI runs a plain `def` dependency in its
+thread pool, a hand-off per dependency per request (six on /recommendations) for an
+attribute read.
+
 Tests swap any of them with `app.dependency_overrides[get_store] = ...`.
 """
 
@@ -17,32 +21,32 @@ from services.api.publishing import EventSink
 from services.api.registry import Registry, Snapshot
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_registry(request: Request) -> Registry:
+async def get_registry(request: Request) -> Registry:
     return request.app.state.registry
 
 
-def get_snapshot(request: Request) -> Snapshot:
+async def get_snapshot(request: Request) -> Snapshot:
     """The artifacts of this request: read once, so one request never mixes two versions."""
     return request.app.state.registry.snapshot
 
 
-def get_store(request: Request) -> OnlineStore:
+async def get_store(request: Request) -> OnlineStore:
     return request.app.state.store
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def get_sink(request: Request) -> EventSink:
+async def get_sink(request: Request) -> EventSink:
     return request.app.state.sink
 
 
-def get_redis_breaker(request: Request) -> pybreaker.CircuitBreaker:
+async def get_redis_breaker(request: Request) -> pybreaker.CircuitBreaker:
     return request.app.state.redis_breaker
 
 
