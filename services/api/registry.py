@@ -398,7 +398,8 @@ def _load_ranker(artifacts: Artifacts, version: str, settings: Settings) -> Any:
     from spark_jobs.ranker.serving import Ranker
 
     try:
-        return Ranker.load(artifacts, version, product_cache_seconds=settings.api_product_cache_seconds)
+        return Ranker.load(artifacts, version, product_cache_seconds=settings.api_product_cache_seconds,
+                           product_cache_long_seconds=settings.api_product_cache_long_seconds)  # fmt: skip
     except FeatureMismatch as error:
         raise ModelMismatch(f"ranker {version}: {error}") from error
 

@@ -30,7 +30,7 @@ import pandas as pd
 import xgboost as xgb
 
 from feature_store.artifacts import Artifacts
-from spark_jobs.boosters import check_features, load_booster, publish_booster
+from spark_jobs.boosters import DensePredictor, check_features, load_booster, publish_booster
 from spark_jobs.purchase_model.features import FEATURES, HISTORY_FEATURES, feature_vector
 from spark_jobs.purchase_model.metrics import classification_report
 
@@ -94,9 +94,10 @@ class PurchaseModel:
     def __post_init__(self) -> None:
         check_features(self.features, FEATURES, f"purchase model {self.version or ''} (`clickrec train purchase-model`)")
         self.booster.set_param({"nthread": 1})  # one request = one small row: threads only add latency
+        self._predict = DensePredictor(self.booster)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
-        return self.booster.inplace_predict(np.asarray(matrix, dtype=np.float32), validate_features=False)
+        return self._predict(np.atleast_2d(matrix))
 
     def score_session(self, features: Mapping[str, float]) -> float:
         """P(the session holds a purchase after this point) for one feature dict (`FEATURES` names)."""

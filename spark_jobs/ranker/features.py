@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import operator
+from itertools import repeat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,33 @@ PRODUCT_READS: tuple[tuple[str, FeatureGroup, float], ...] = (
     ("product_1d", PRODUCT_1D, 0.0),
     ("product_1d_prev", PRODUCT_1D, PRODUCT_1D.length.total_seconds()),
 )
+
+
+
+@dataclass(frozen=True)
+class ProductTier:
+    """Product features computed from the same reads alone, and so refreshable on their own.
+
+    A cache of `product_features` rows may serve the features of a tier for a while
+    after reading them; how long depends on how fast they change: a two-minute window
+    moves with every click, an hour or a day barely in a few seconds.
+    """
+
+    name: str
+    reads: tuple[str, ...]  #: the `PRODUCT_READS` fields (ProductRows) the features come from
+    features: tuple[str, ...]  #: the `PRODUCT_FEATURES` computed from them (and the catalogue)
+
+
+#: The product features by what they are computed from; together, every read and every feature exactly once.
+PRODUCT_TIERS: tuple[ProductTier, ...] = (
+    ProductTier("two_minute", ("product_2m",), ("product_views_2m", "product_carts_2m", "product_purchases_2m",
+                                                "product_users_2m", "product_health_2m")),  # fmt: skip
+    ProductTier("hour_and_day", ("product_1h", "product_1h_prev", "product_1d", "product_1d_prev"),
+                ("product_views_1h", "product_purchases_1h", "product_views_1d", "product_carts_1d",
+                 "product_purchases_1d", "product_health_1d", "catalogue_views", "catalogue_purchases", "log_price")),
+)  # fmt: skip
+assert sorted(r for t in PRODUCT_TIERS for r in t.reads) == sorted(name for name, _, _ in PRODUCT_READS)
+assert sorted(f for t in PRODUCT_TIERS for f in t.features) == sorted(PRODUCT_FEATURES)
 
 NAN = math.nan
 
@@ -225,17 +253,18 @@ def session_similarity(neighbours: ItemNeighbours, recent: Sequence[int], candid
 
 
 def _lookup(mapping: Any, keys: Sequence[str | None]) -> np.ndarray:
-    """mapping[key] per key: NaN when the mapping is missing, 0 when the key is absent from it."""
+    """mapping[key] per key: NaN when the mapping is missing, 0 when the key is absent from it (or None)."""
     if mapping is None:
         return np.full(len(keys), NAN)
-    return np.array([mapping.get(k, 0.0) if k is not None else 0.0 for k in keys], dtype=np.float64)
+    # map() calls dict.get in C; the profile's keys are text, so a None key is never found
+    return np.fromiter(map(mapping.get, keys, repeat(0.0)), np.float64, len(keys))
 
 
 def _seconds_since(mapping: Any, keys: Sequence[str | None], at: float) -> np.ndarray:
     """at - mapping[key]: NaN when never seen (or no history)."""
     if mapping is None:
         return np.full(len(keys), NAN)
-    return at - np.array([mapping.get(k) if k is not None else None for k in keys], dtype=np.float64)
+    return at - np.array(list(map(mapping.get, keys)), dtype=np.float64)  # dtype=float: None becomes NaN
 
 
 def _same(values: np.ndarray, target: Any, row: Row) -> np.ndarray:
@@ -308,8 +337,8 @@ def candidate_features(inputs: RankInputs) -> np.ndarray:
     cat = _CatalogueView(inputs.catalogue, c)
     price = cat.take(inputs.catalogue.prices, NAN)
     category_ids = cat.take(inputs.catalogue.category_ids, -1)
-    # profile maps are keyed by text ids (JSON); None where the category is unknown
-    category_keys = [str(x) if x >= 0 else None for x in category_ids.tolist()]
+    # profile maps are keyed by text ids (JSON); "-1" where the category is unknown, a key no map holds
+    category_keys = list(map(str, category_ids.tolist()))
     category_codes, brands = cat.take(inputs.catalogue.category_codes, None), cat.take(inputs.catalogue.brands, None)
 
     session, user, profile = inputs.session, inputs.user_2m, inputs.profile
@@ -342,7 +371,7 @@ def candidate_features(inputs: RankInputs) -> np.ndarray:
         "user_distinct_products_2m": np.full(n, _value(user, "distinct_products")),
         "user_history_events": np.full(n, _value(profile, "events")),
         "seconds_since_product_seen": _seconds_since(profile.get("product_last_seen") if profile else None,
-                                                     [str(p) for p in c.tolist()], inputs.at),  # fmt: skip
+                                                     list(map(str, c.tolist())), inputs.at),  # fmt: skip
         "seconds_since_category_seen": _seconds_since(
             profile.get("category_last_seen") if profile else None, category_keys, inputs.at
         ),

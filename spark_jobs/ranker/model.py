@@ -20,7 +20,7 @@ import numpy as np
 import xgboost as xgb
 
 from feature_store.artifacts import Artifacts
-from spark_jobs.boosters import check_features, load_booster, publish_booster
+from spark_jobs.boosters import DensePredictor, check_features, load_booster, publish_booster
 from spark_jobs.evaluation.metrics import evaluate_lists
 from spark_jobs.ranker.dataset import Query
 from spark_jobs.ranker.features import FEATURES
@@ -72,12 +72,13 @@ class RankerModel:
 
     def __post_init__(self) -> None:
         check_features(self.features, FEATURES, f"ranker {self.version or ''} (`clickrec train ranker`)")
+        self._predict = DensePredictor(self.booster)
 
     def score(self, matrix: np.ndarray) -> np.ndarray:
         """One score per row of a `candidate_features` matrix (higher = better)."""
         if not len(matrix):
             return np.empty(0, np.float32)
-        return self.booster.inplace_predict(matrix, validate_features=False).astype(np.float32)
+        return self._predict(matrix)
 
 
 def _matrix(queries: Sequence[Query]) -> xgb.DMatrix:

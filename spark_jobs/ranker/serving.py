@@ -24,9 +24,35 @@ from feature_store.online import OnlineStore, Shopper, decode_features
 from spark_jobs.candidates.catalogue import Catalogue
 from spark_jobs.candidates.item_item import ItemNeighbours
 from spark_jobs.ranker import model as ranker_model
-from spark_jobs.ranker.features import PRODUCT_FEATURES, PRODUCT_READS, ProductRows, RankInputs, candidate_features, product_features
+from spark_jobs.ranker.features import (
+    PRODUCT_FEATURES,
+    PRODUCT_READS,
+    PRODUCT_TIERS,
+    ProductRows,
+    ProductTier,
+    RankInputs,
+    candidate_features,
+    product_features,
+)
 
 Read = tuple[FeatureGroup, Sequence[Any], float]
+
+
+def _read_tiers(store: OnlineStore, at: float, first: Sequence[Read],
+                wanted: Sequence[tuple[ProductTier, Sequence[int]]]) -> tuple[list, list[ProductRows]]:  # fmt: skip
+    """The reads of each (tier, products) in `wanted`, in one round trip after the reads `first`: (the replies
+    to `first`, decoded like `read_many`'s; per tier, ProductRows with its reads filled and the others empty)."""
+    reads = {name: (group, back) for name, group, back in PRODUCT_READS}
+    requests = [(reads[name][0], ids, at - reads[name][1]) for tier, ids in wanted for name in tier.reads]
+    replies = store.read_groups([*first, *requests], raw=True)
+    decoded = [[decode_features(group, row) if row is not None else None for row in reply]
+               for (group, _, _), reply in zip(first, replies)]  # fmt: skip
+    rows, position = [], len(first)
+    for tier, ids in wanted:
+        filled = dict(zip(tier.reads, replies[position : position + len(tier.reads)]))
+        position += len(tier.reads)
+        rows.append(ProductRows(**{name: filled.get(name) or [None] * len(ids) for name, _, _ in PRODUCT_READS}))
+    return decoded, rows
 
 
 def read_product_rows(store: OnlineStore, products: Sequence[int], at: float, first: Sequence[Read] = ()) -> tuple[list, ProductRows]:
@@ -34,32 +60,37 @@ def read_product_rows(store: OnlineStore, products: Sequence[int], at: float, fi
     numbers only, and decoding 1,000 rows into typed dicts was most of an uncached read's CPU), in the same
     round trip as the reads `first` (their replies come first, decoded like `read_many`'s)."""
     ids = list(products)
-    replies = store.read_groups([*first, *[(group, ids, at - back) for _, group, back in PRODUCT_READS]], raw=True)
-    rows = ProductRows(**{name: reply for (name, _, _), reply in zip(PRODUCT_READS, replies[len(first) :])})
-    decoded = [[decode_features(group, row) if row is not None else None for row in reply]
-               for (group, _, _), reply in zip(first, replies)]  # fmt: skip
-    return decoded, rows
+    decoded, tiers = _read_tiers(store, at, first, [(tier, ids) for tier in PRODUCT_TIERS])
+    return decoded, ProductRows(**{name: getattr(rows, name) for tier, rows in zip(PRODUCT_TIERS, tiers)
+                                   for name in tier.reads})  # fmt: skip
 
 
 class ProductFeatureCache:
-    """`product_features` rows of recently read products, each used for at most `seconds`.
+    """`product_features` rows of recently read products, each tier of them used for a while.
 
     A product's features do not depend on who asks, and a busy API asks for the same
     popular products many times a second: served from here they cost a numpy gather
     instead of five Redis reads, their decoding and the arithmetic. The price is
-    freshness: a request at time `at` may get a product row read for a time up to
-    `seconds` before `at`, even across a window boundary (user and session features
-    are always read). Each row expires on its own, so the refreshes spread over the
-    requests instead of falling on a few at every slide of the two-minute window.
+    freshness, chosen per `PRODUCT_TIERS` tier by how fast its windows move: the
+    two-minute features are reused for `seconds` (one stream trigger), the hourly and
+    daily counters for `long_seconds` (a thirtieth of a minute of an hour is noise;
+    at the October-2019 scale, where 200 candidates rarely repeat within a second,
+    they were four of the five reads of every product). A request at time `at` may
+    get a tier read up to that long before `at`, even across a window boundary (user
+    and session features are always read). Each product's tiers expire on their own,
+    so refreshes spread over the requests instead of falling on a few at every slide.
     The rows sit in one array over the catalogue (a product's catalogue row is its
-    slot): a few MB at the October-2019 scale. 0 seconds turns the cache off.
+    slot): a few MB at the October-2019 scale. 0 seconds turns a tier's cache off.
     """
 
-    def __init__(self, seconds: float = 1.0) -> None:
+    def __init__(self, seconds: float = 1.0, long_seconds: float = 30.0) -> None:
         self.seconds = seconds
+        self.long_seconds = long_seconds
+        self._max_age = np.array([{"two_minute": seconds, "hour_and_day": long_seconds}[t.name] for t in PRODUCT_TIERS])
+        self._columns = [np.array([PRODUCT_FEATURES.index(f) for f in tier.features]) for tier in PRODUCT_TIERS]
         self._catalogue: Catalogue | None = None
         self._values = np.empty((0, len(PRODUCT_FEATURES)), np.float32)
-        self._read_for = np.empty(0)  #: the `at` each slot's row was read for
+        self._read_for = np.empty((0, len(PRODUCT_TIERS)))  #: the `at` each slot's tier was read for
         self._lock = threading.Lock()  # requests may come from a thread pool
 
     def _slots(self, catalogue: Catalogue, products: np.ndarray) -> np.ndarray:
@@ -68,35 +99,39 @@ class ProductFeatureCache:
             n = max(len(catalogue.product_ids), 1)  # one slot at least: the gather below needs a row 0
             self._catalogue = catalogue
             self._values = np.empty((n, len(PRODUCT_FEATURES)), np.float32)
-            self._read_for = np.full(n, -np.inf)
+            self._read_for = np.full((n, len(PRODUCT_TIERS)), -np.inf)
         return catalogue.index_of(products)
 
     def block(self, store: OnlineStore, products: np.ndarray, at: float, catalogue: Catalogue,
               first: Sequence[Read] = ()) -> tuple[list, np.ndarray]:  # fmt: skip
-        """(replies to `first`, the `product_features` of `products` at `at`), reading from Redis only the
-        products without a fresh row, in the same round trip as `first` (none at all when everything is fresh)."""
+        """(replies to `first`, the `product_features` of `products` at `at`), reading from Redis only the tiers
+        of products without a fresh copy, in the same round trip as `first` (none at all when all are fresh)."""
         products = np.asarray(products, np.int64)
-        if self.seconds <= 0:
+        if (self._max_age <= 0).all():
             replies, rows = read_product_rows(store, products.tolist(), at, first)
             return replies, product_features(products, catalogue, rows)
         with self._lock:
             slots = self._slots(catalogue, products)
             cached = slots >= 0
             safe = np.where(cached, slots, 0)
-            age = at - self._read_for[safe]
-            fresh = cached & (age >= 0) & (age < self.seconds)  # never a row read for a later time
-            block = self._values[safe]  # a copy: rows read below are filled in
-        stale = np.flatnonzero(~fresh)
-        if not len(stale):
+            age = at - self._read_for[safe]  # products x tiers
+            fresh = cached[:, None] & (age >= 0) & (age < self._max_age)  # never a tier read for a later time
+            block = self._values[safe]  # a copy: tiers read below are filled in
+        stale = [np.flatnonzero(~fresh[:, t]) for t in range(len(PRODUCT_TIERS))]
+        wanted = [(t, positions) for t, positions in enumerate(stale) if len(positions)]
+        if not wanted:
             return (store.read_groups(first) if first else []), block
-        replies, rows = read_product_rows(store, products[stale].tolist(), at, first)
-        block[stale] = product_features(products[stale], catalogue, rows)
-        keep = stale[cached[stale]]
+        replies, tier_rows = _read_tiers(store, at, first, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in wanted])
+        for (t, positions), rows in zip(wanted, tier_rows):
+            columns = self._columns[t]
+            block[np.ix_(positions, columns)] = product_features(products[positions], catalogue, rows)[:, columns]
         with self._lock:
             if catalogue is self._catalogue:
-                newer = self._read_for[slots[keep]] < at  # a concurrent request may have read a later time
-                self._values[slots[keep[newer]]] = block[keep[newer]]
-                self._read_for[slots[keep[newer]]] = at
+                for t, positions in wanted:
+                    keep = positions[cached[positions]]
+                    keep = keep[self._read_for[slots[keep], t] < at]  # a concurrent request may have read a later time
+                    self._values[np.ix_(slots[keep], self._columns[t])] = block[np.ix_(keep, self._columns[t])]
+                    self._read_for[slots[keep], t] = at
         return replies, block
 
 
@@ -118,7 +153,7 @@ def read_inputs(
     The product rows come from `cache` when it holds them fresh (see ProductFeatureCache);
     the user's and session's rows from `shopper` when the caller has read them at `at`.
     """
-    cache = cache or ProductFeatureCache(0)
+    cache = cache or ProductFeatureCache(0, 0)
     if shopper is None:
         user_reads = [(USER_2M, [user_id], at), (USER_PROFILE, [user_id], at),
                       (SESSION_FEATURES, [session_id] if session_id else [], at)]  # fmt: skip
@@ -143,9 +178,10 @@ class Ranker:
         return self.model.version or "unversioned"
 
     @classmethod
-    def load(cls, artifacts: Artifacts, version: str | None = None, *, product_cache_seconds: float = 1.0) -> Ranker:
+    def load(cls, artifacts: Artifacts, version: str | None = None, *, product_cache_seconds: float = 1.0,
+             product_cache_long_seconds: float = 30.0) -> Ranker:  # fmt: skip
         """The latest (or given) ranker version; ArtifactNotFound when none, FeatureMismatch when stale."""
-        return cls(ranker_model.load(artifacts, version), ProductFeatureCache(product_cache_seconds))
+        return cls(ranker_model.load(artifacts, version), ProductFeatureCache(product_cache_seconds, product_cache_long_seconds))
 
     def rerank(
         self,

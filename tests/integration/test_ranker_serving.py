@@ -47,6 +47,10 @@ def _views_2m(inputs) -> list[float]:
     return inputs.products[:, PRODUCT_FEATURES.index("product_views_2m")].tolist()
 
 
+def _views_1d(inputs) -> list[float]:
+    return inputs.products[:, PRODUCT_FEATURES.index("product_views_1d")].tolist()
+
+
 def _script_calls(store: OnlineStore) -> int:
     return int(store.client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
 
@@ -72,7 +76,7 @@ def test_one_round_trip_reads_what_read_many_reads(store: OnlineStore) -> None:
 def test_cached_product_rows_are_at_most_the_cache_age_old(store: OnlineStore) -> None:
     now = time.time()
     write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
-    long_lived, short_lived = ProductFeatureCache(3600), ProductFeatureCache(0.5)
+    long_lived, short_lived = ProductFeatureCache(3600, 3600), ProductFeatureCache(0.5, 0.5)
     assert _views_2m(_inputs(store, long_lived, now))[0] == 1
     assert _views_2m(_inputs(store, short_lived, now))[0] == 1
 
@@ -88,7 +92,7 @@ def test_cached_product_rows_are_at_most_the_cache_age_old(store: OnlineStore) -
 def test_fresh_rows_cost_no_redis_read(store: OnlineStore) -> None:
     now = time.time()
     write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
-    cache = ProductFeatureCache(1.0)
+    cache = ProductFeatureCache(1.0, 1.0)
     shopper = store.read_shopper(5, "s5", now)
     first = _inputs(store, cache, now, shopper)
     calls = _script_calls(store)
@@ -99,6 +103,26 @@ def test_fresh_rows_cost_no_redis_read(store: OnlineStore) -> None:
     assert _script_calls(store) > calls
     expired = _inputs(store, cache, now + 1.0, shopper)
     assert np.array_equal(expired.products, _inputs(store, None, now + 1.0).products, equal_nan=True)
+
+
+def test_hourly_and_daily_counters_are_kept_longer_than_the_two_minute_window(store: OnlineStore) -> None:
+    now = time.time()
+    write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
+    cache = ProductFeatureCache(1.0, 60.0)
+    shopper = store.read_shopper(5, "s5", now)
+    first = _inputs(store, cache, now, shopper)
+    assert _views_2m(first)[0] == 1 and _views_1d(first)[0] == 1
+
+    write_live(store, [live_click(6, 11, at=now - 2, session="s6")])  # another view of product 11
+    calls = _script_calls(store)
+    later = _inputs(store, cache, now + 2, shopper)
+    assert _script_calls(store) - calls == 1  # one read: the two-minute window of the candidates
+    assert _views_2m(later)[0] == 2  # read again after 1 s ...
+    assert _views_1d(later)[0] == 1  # ... the day's counter served from the cache for up to 60 s
+    assert _views_1d(_inputs(store, None, now + 2))[0] == 2  # what Redis holds
+    assert _views_1d(_inputs(store, cache, now + 61, shopper))[0] == 2  # and what the cache serves once expired
+    assert np.array_equal(_inputs(store, cache, now + 61.5, shopper).products, _inputs(store, None, now + 61.5).products,
+                          equal_nan=True)  # fmt: skip
 
 
 def test_one_round_trip_reads_the_shopper_and_survives_redis_forgetting_the_scripts(store: OnlineStore) -> None:
@@ -120,7 +144,7 @@ def test_products_outside_the_catalogue_are_read_every_time(store: OnlineStore) 
     now = time.time()
     write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
     empty = Catalogue(product_catalogue(EMPTY))  # e.g. a candidates version without a catalogue row for them
-    cache = ProductFeatureCache(3600)
+    cache = ProductFeatureCache(3600, 3600)
     shopper = store.read_shopper(5, "s5", now)
 
     def views() -> float:

@@ -16,6 +16,7 @@ from spark_jobs.candidates.item_item import item_neighbours
 from spark_jobs.ranker.features import (
     FEATURES,
     PRODUCT_FEATURES,
+    PRODUCT_TIERS,
     ProductRows,
     RankInputs,
     als_ranks,
@@ -119,6 +120,21 @@ def test_product_features_are_the_candidate_features_of_the_product_alone() -> N
     block = _inputs(rows).products
     assert np.array_equal(matrix[:, [FEATURES.index(f) for f in PRODUCT_FEATURES]], block, equal_nan=True)
     assert _column(matrix, "product_views_2m")[0] == 4 and np.isnan(_column(matrix, "product_views_2m")[1])
+
+
+def test_each_product_tier_is_computed_from_its_own_reads_alone() -> None:
+    """What the API's product cache relies on to refresh one tier without reading the others."""
+    catalogue = Catalogue(product_catalogue(_history()))
+    candidates = np.array([2, 3, 99], np.int64)
+    row = {"views": 7, "carts": 2, "purchases": 1, "distinct_users": 5, "health": 0.3}
+    full = ProductRows(**{name: [row, None, dict(row, views=1)] for name in asdict(ProductRows.missing(3))})
+    everything = product_features(candidates, catalogue, full)
+    for tier in PRODUCT_TIERS:
+        only = ProductRows(**{**asdict(ProductRows.missing(3)), **{name: getattr(full, name) for name in tier.reads}})
+        columns = [PRODUCT_FEATURES.index(f) for f in tier.features]
+        assert np.array_equal(product_features(candidates, catalogue, only)[:, columns], everything[:, columns],
+                              equal_nan=True), tier.name  # fmt: skip
+        assert not np.isnan(everything[0, columns]).all()  # the rows do reach these features
 
 
 def test_profile_counts_history_before_as_of_only() -> None:
