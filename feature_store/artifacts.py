@@ -24,8 +24,9 @@ import io
 import json
 import logging
 import secrets
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,6 +51,9 @@ class BlobStore(Protocol):
     def get(self, key: str) -> bytes: ...  # raises ArtifactNotFound
     def list(self, prefix: str) -> list[str]: ...  # keys under prefix, sorted
     def delete(self, key: str) -> None: ...
+    # the blob as a local file while the context lasts (raises ArtifactNotFound): readers that
+    # stream a large file (e.g. parquet batch by batch) never hold all of its bytes in memory
+    def local_file(self, key: str) -> AbstractContextManager[Path]: ...
 
 
 class LocalBlobStore:
@@ -77,6 +81,13 @@ class LocalBlobStore:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise ArtifactNotFound(key) from None
+
+    @contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        path = self._path(key)
+        if not path.is_file():
+            raise ArtifactNotFound(key)
+        yield path  # already one
 
     def list(self, prefix: str) -> list[str]:
         base = self.root.resolve()
@@ -130,6 +141,21 @@ class S3BlobStore:
         finally:
             response.close()
             response.release_conn()
+
+    @contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        """Downloaded (streamed to disk) into a temporary directory, removed afterwards."""
+        from minio.error import S3Error
+
+        with tempfile.TemporaryDirectory(prefix="clickrec-artifact-") as directory:
+            path = Path(directory) / Path(key).name
+            try:
+                self.client.fget_object(self.bucket, self._key(key), str(path))
+            except S3Error as error:
+                if error.code in ("NoSuchKey", "NoSuchObject"):
+                    raise ArtifactNotFound(key) from None
+                raise
+            yield path
 
     def list(self, prefix: str) -> list[str]:
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -204,6 +230,10 @@ class Artifacts:
 
     def read_bytes(self, kind: str, name: str, version: str | None = None) -> bytes:
         return self.store.get(f"{kind}/{version or self.latest(kind)}/{name}")
+
+    def local_file(self, kind: str, name: str, version: str | None = None) -> AbstractContextManager[Path]:
+        """A version's file on local disk while the context lasts (see `BlobStore.local_file`)."""
+        return self.store.local_file(f"{kind}/{version or self.latest(kind)}/{name}")
 
     def read_json(self, kind: str, name: str, version: str | None = None) -> Any:
         return json.loads(self.read_bytes(kind, name, version))

@@ -172,24 +172,25 @@ class PopularLists:
 def _read_factors(artifacts: Artifacts, version: str, name: str, index_name: str, out_dir: Path | None = None) -> np.ndarray:
     """A factor table (`index`, fixed-size list `factors`) straight into one (rows, f) float32 array.
 
-    Batch by batch from the file's bytes: never the whole table, a sorted copy
-    and a float copy at once (3 x 0.77 GB for October's 3M users x 64 factors).
+    Batch by batch from the file on disk: never its bytes, the whole table, a sorted
+    copy and a float copy at once (4 x 0.77 GB for October's 3M users x 64 factors).
     With `out_dir` the array is a memory-mapped ``.npy`` file there (see `_mapped`).
     """
 
     def read(allocate: Callable[[tuple[int, int]], np.ndarray]) -> np.ndarray:
-        parquet = pq.ParquetFile(pa.BufferReader(artifacts.read_bytes(CANDIDATES, name, version)))
-        width = parquet.schema_arrow.field("factors").type.list_size
-        out = allocate((parquet.metadata.num_rows, width))
-        batches = parquet.iter_batches(batch_size=65_536, columns=[index_name, "factors"])
-        for n, batch in enumerate(batches, start=1):
-            rows = batch.column(index_name).to_numpy()
-            out[rows] = batch.column("factors").flatten().to_numpy().reshape(-1, width)
-            if isinstance(out, np.memmap) and n % 4 == 0:
-                # Written pages of a file mapping count as this process's memory until dropped:
-                # write them out and drop them, or the load would peak at the file's whole size.
-                out.flush()
-                out._mmap.madvise(mmap.MADV_DONTNEED)
+        # from a local file: the artifact's bytes (0.8 GB at October scale) are never all in memory
+        with artifacts.local_file(CANDIDATES, name, version) as path, pq.ParquetFile(path) as parquet:
+            width = parquet.schema_arrow.field("factors").type.list_size
+            out = allocate((parquet.metadata.num_rows, width))
+            batches = parquet.iter_batches(batch_size=65_536, columns=[index_name, "factors"])
+            for n, batch in enumerate(batches, start=1):
+                rows = batch.column(index_name).to_numpy()
+                out[rows] = batch.column("factors").flatten().to_numpy().reshape(-1, width)
+                if isinstance(out, np.memmap) and n % 4 == 0:
+                    # Written pages of a file mapping count as this process's memory until dropped:
+                    # write them out and drop them, or the load would peak at the file's whole size.
+                    out.flush()
+                    out._mmap.madvise(mmap.MADV_DONTNEED)
         return out
 
     if out_dir is None:
@@ -225,13 +226,20 @@ def _mapped(path: Path, read: Callable[[Callable[[tuple[int, int]], np.ndarray]]
 
 
 def _read_neighbours(artifacts: Artifacts, version: str) -> dict[str, ItemNeighbours]:
-    """Each kind's neighbours, reading only that kind's rows and the columns the matrix needs."""
-    data = pa.BufferReader(artifacts.read_bytes(CANDIDATES, "item_neighbours.parquet", version))
+    """Each kind's neighbours: batch by batch, keeping only the columns the matrix needs, as numpy arrays
+    per kind (no Arrow table of the whole file, no COO copies: the load's peak at October scale)."""
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {kind: [] for kind in NEIGHBOUR_KINDS}
+    with artifacts.local_file(CANDIDATES, "item_neighbours.parquet", version) as path, pq.ParquetFile(path) as parquet:
+        for batch in parquet.iter_batches(batch_size=1 << 20, columns=["product_id", "neighbour_id", "score", "kind"]):
+            for kind, kept in parts.items():
+                mine = batch.filter(pc.equal(batch.column("kind"), kind))
+                kept.append(tuple(mine.column(name).to_numpy() for name in ("product_id", "neighbour_id", "score")))
     out = {}
     for kind in NEIGHBOUR_KINDS:
-        rows = pq.read_table(data, columns=["product_id", "neighbour_id", "score", "kind"], filters=[("kind", "=", kind)])
-        out[kind] = ItemNeighbours.from_table(rows, kind)
-        del rows
+        empty = ([np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.float32)])  # an empty file
+        source, target, score = (np.concatenate(column) for column in (list(zip(*parts.pop(kind))) or empty))
+        out[kind] = ItemNeighbours.from_arrays(source, target, score, kind)
+        del source, target, score
     return out
 
 

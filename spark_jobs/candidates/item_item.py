@@ -67,15 +67,23 @@ class ItemNeighbours:
     def from_table(cls, table: pa.Table, kind: str) -> ItemNeighbours:
         """The `kind` rows of an `item_neighbours.parquet` table (the inverse of `to_table`)."""
         rows = table.filter(pc.equal(table["kind"], kind))
-        source = rows["product_id"].to_numpy()
-        target = rows["neighbour_id"].to_numpy()
-        item_ids = np.unique(np.concatenate([source, target]))
+        return cls.from_arrays(rows["product_id"].to_numpy(), rows["neighbour_id"].to_numpy(),
+                               rows["score"].to_numpy(), kind)  # fmt: skip
+
+    @classmethod
+    def from_arrays(cls, source: np.ndarray, target: np.ndarray, score: np.ndarray, kind: str) -> ItemNeighbours:
+        """From (product, neighbour, score) rows, one per pair. The CSR arrays are built directly: a COO
+        matrix and its conversion would hold three more copies of the pairs (GBs at October scale)."""
+        item_ids = np.union1d(np.unique(source), np.unique(target))
         n = len(item_ids)
-        similarity = sp.csr_matrix(
-            (rows["score"].to_numpy().astype(np.float32),
-             (np.searchsorted(item_ids, source), np.searchsorted(item_ids, target))),
-            shape=(n, n),
-        )  # fmt: skip
+        rows = np.searchsorted(item_ids, source).astype(np.int32)
+        order = np.argsort(rows, kind="stable")
+        indptr = np.zeros(n + 1, np.int64)
+        np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+        del rows
+        columns = np.searchsorted(item_ids, target[order]).astype(np.int32)
+        similarity = sp.csr_matrix((np.asarray(score, np.float32)[order], columns, indptr), shape=(n, n))
+        similarity.sum_duplicates()  # canonical: sorted columns, one entry per pair
         return cls(similarity=similarity, item_ids=item_ids, kind=kind)
 
     def index_of(self, product_ids: np.ndarray) -> np.ndarray:

@@ -48,6 +48,19 @@ def test_missing_key_raises_artifact_not_found(store: BlobStore) -> None:
     assert issubclass(ArtifactNotFound, KeyError)
 
 
+def test_local_file_holds_the_blob_while_the_context_lasts(store: BlobStore) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MB
+    store.put("k/v1/big.bin", payload)
+    with store.local_file("k/v1/big.bin") as path:
+        assert path.read_bytes() == payload
+    if isinstance(store, S3BlobStore):
+        assert not path.exists() and not path.parent.exists()  # the download is cleaned up
+    assert store.get("k/v1/big.bin") == payload  # the blob itself stays
+    with pytest.raises(ArtifactNotFound):
+        with store.local_file("no/such/key"):
+            pass
+
+
 def test_list_is_sorted_and_prefix_scoped(store: BlobStore) -> None:
     for key in ("k2/x", "k1/b", "k1/a", "k10/z", "other"):
         store.put(key, key.encode())
