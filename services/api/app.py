@@ -37,6 +37,7 @@ from feature_store.settings import Settings, get_settings
 from services.api import errors
 from services.api.metrics import Metrics
 from services.api.publishing import EventSink
+from services.api.recommender import Recommender
 from services.api.registry import Registry
 from services.api.routers import analytics, events, health, live, products, recommendations, sessions, users, web
 
@@ -138,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = open_store(settings)
         sink = EventSink(settings)
         app.state.registry, app.state.store, app.state.sink = registry, store, sink
+        app.state.recommender = Recommender(registry, store, metrics, app.state.redis_breaker, settings.api_candidate_pool)
         app.state.kafka_admin = cache(
             lambda: AdminClient({"bootstrap.servers": settings.kafka_bootstrap, "logger": logging.getLogger("librdkafka")})
         )

@@ -1,8 +1,7 @@
 """FastAPI dependencies as named `Annotated` aliases; the objects live on `app.state` (set by the lifespan).
 
 They are `async def` although none awaits: FastAPI runs a plain `def` dependency in its
-thread pool, a hand-off per dependency per request (six on /recommendations) for an
-attribute read.
+thread pool, a hand-off per dependency per request for an attribute read.
 
 Tests swap any of them with `app.dependency_overrides[get_store] = ...`.
 """
@@ -11,13 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import pybreaker
 from fastapi import Depends, Request
 
 from feature_store.online import OnlineStore
 from feature_store.settings import Settings
 from services.api.metrics import Metrics
 from services.api.publishing import EventSink
+from services.api.recommender import Recommender
 from services.api.registry import Registry, Snapshot
 
 
@@ -42,12 +41,12 @@ async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
+async def get_recommender(request: Request) -> Recommender:
+    return request.app.state.recommender
+
+
 async def get_sink(request: Request) -> EventSink:
     return request.app.state.sink
-
-
-async def get_redis_breaker(request: Request) -> pybreaker.CircuitBreaker:
-    return request.app.state.redis_breaker
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -56,4 +55,4 @@ SnapshotDep = Annotated[Snapshot, Depends(get_snapshot)]
 StoreDep = Annotated[OnlineStore, Depends(get_store)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 SinkDep = Annotated[EventSink, Depends(get_sink)]
-RedisBreakerDep = Annotated[pybreaker.CircuitBreaker, Depends(get_redis_breaker)]
+RecommenderDep = Annotated[Recommender, Depends(get_recommender)]

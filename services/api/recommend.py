@@ -19,6 +19,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from spark_jobs.candidates.lookup import index_in_sorted
+
 
 class Source(StrEnum):
     """Who answered a recommendation request."""
@@ -172,8 +174,8 @@ def session_votes(
     if not newest_first or len(item_ids) == 0:
         return np.empty(0, np.int64), np.empty(0, np.float32), np.empty(0, np.int64)
     seeds = np.asarray(newest_first, np.int64)
-    pos = np.clip(np.searchsorted(item_ids, seeds), 0, len(item_ids) - 1)
-    known = item_ids[pos] == seeds
+    pos = index_in_sorted(item_ids, seeds)
+    known = pos >= 0
     weights = 1.0 / (np.arange(len(seeds)) + 1.0)
     rows, seeds, weights = pos[known], seeds[known], weights[known]
     if not len(rows):

@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from spark_jobs.candidates.lookup import index_in_sorted
+
 CATALOGUE_SCHEMA = pa.schema([
     ("product_id", pa.int64()),
     ("category_id", pa.int64()),
@@ -77,11 +79,7 @@ class Catalogue:
 
     def index_of(self, product_ids: np.ndarray) -> np.ndarray:
         """Row of each product id; -1 for products the catalogue does not know."""
-        product_ids = np.asarray(product_ids, np.int64)
-        if not len(self.product_ids):
-            return np.full(len(product_ids), -1)
-        pos = np.clip(np.searchsorted(self.product_ids, product_ids), 0, len(self.product_ids) - 1)
-        return np.where(self.product_ids[pos] == product_ids, pos, -1)
+        return index_in_sorted(self.product_ids, product_ids)
 
     def describe(self, product_id: int) -> dict | None:
         """category, brand and price of one product; None when unknown."""

@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from producer.events import EventType
 from spark_jobs.candidates.bots import BotRule, detect_bots
+from spark_jobs.candidates.lookup import index_in_sorted
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,11 @@ class Interactions:
 
     def user_index(self, user_ids: Iterable[int]) -> np.ndarray:
         """Index of each user id, -1 where unknown."""
-        return _lookup(self.user_ids, np.asarray(list(user_ids), dtype=np.int64))
+        return index_in_sorted(self.user_ids, np.asarray(list(user_ids), dtype=np.int64))
 
     def item_index(self, item_ids: Iterable[int]) -> np.ndarray:
         """Index of each product id, -1 where unknown."""
-        return _lookup(self.item_ids, np.asarray(list(item_ids), dtype=np.int64))
+        return index_in_sorted(self.item_ids, np.asarray(list(item_ids), dtype=np.int64))
 
     def mapping_tables(self) -> tuple[pa.Table, pa.Table]:
         """(user_index, user_id) and (item_index, product_id) as Arrow tables."""
@@ -106,13 +107,6 @@ class Interactions:
             "item_index": pa.array(coo.col.astype(np.int32)),
             "confidence": pa.array(coo.data.astype(np.float32)),
         })  # fmt: skip
-
-
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    pos = np.searchsorted(sorted_ids, ids)
-    pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))
-    found = (len(sorted_ids) > 0) & (sorted_ids[pos] == ids) if len(sorted_ids) else np.zeros(len(ids), bool)
-    return np.where(found, pos, -1).astype(np.int64)
 
 
 def event_weights(events: pa.Table, params: InteractionParams, reference_time: datetime | None = None) -> np.ndarray:

@@ -22,6 +22,8 @@ import pyarrow.compute as pc
 import scipy.sparse as sp
 from tqdm import tqdm
 
+from spark_jobs.candidates.lookup import index_in_sorted
+
 log = logging.getLogger(__name__)
 
 VIEWED = ("view",)
@@ -87,8 +89,7 @@ class ItemNeighbours:
         return cls(similarity=similarity, item_ids=item_ids, kind=kind)
 
     def index_of(self, product_ids: np.ndarray) -> np.ndarray:
-        pos = np.clip(np.searchsorted(self.item_ids, product_ids), 0, max(len(self.item_ids) - 1, 0))
-        return np.where(self.item_ids[pos] == product_ids, pos, -1) if len(self.item_ids) else np.full(len(product_ids), -1)
+        return index_in_sorted(self.item_ids, product_ids)
 
     def score_items(self, weights: sp.csr_matrix) -> sp.csr_matrix:
         """Scores over items for rows of item weights (rows x items): weights @ similarity."""

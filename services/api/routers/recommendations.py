@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from services.api.deps import MetricsDep, RedisBreakerDep, SettingsDep, SnapshotDep, StoreDep
-from services.api.recommender import recommend
+from services.api.deps import RecommenderDep
 from services.api.routers.common import K, Category, UserId, errors
 from services.api.schemas import Recommendations
 
@@ -17,11 +16,7 @@ router = APIRouter(prefix="/recommendations", tags=["recommendations"])
 @router.get("/{user_id}", response_model=Recommendations, responses=errors(503))
 async def recommendations(
     user_id: UserId,
-    snapshot: SnapshotDep,
-    store: StoreDep,
-    metrics: MetricsDep,
-    settings: SettingsDep,
-    breaker: RedisBreakerDep,
+    recommender: RecommenderDep,
     k: K = 10,
     session_id: Annotated[str | None, Query(min_length=1, max_length=256, description="The live session, if any.")] = None,
     category: Category = None,
@@ -36,8 +31,7 @@ async def recommendations(
     # `async def` without an await: the answer is a few ms of CPU, run here on the event loop rather
     # than handed to a thread (measured: 549 instead of 438 req/s at 16 connections). A Redis that
     # hangs costs one request a timeout; then the breaker answers from the fallbacks for a while.
-    answer = recommend(snapshot, store, metrics, user_id=user_id, k=k, session_id=session_id, category=category,
-                       pool=settings.api_candidate_pool, breaker=breaker)  # fmt: skip
+    answer = recommender(user_id=user_id, k=k, session_id=session_id, category=category)
     # The answer is a validated model already: serialized once, in pydantic's core (FastAPI would dump,
     # validate and serialize it again on the hottest route).
     return Response(answer.model_dump_json(), media_type="application/json")
