@@ -807,22 +807,33 @@ class OnlineStore:
 
     def read_shopper(self, user_id: Any, session_id: str | None, at: float | None = None) -> Shopper:
         """Everything the API knows about a user and their session, in ONE round trip."""
+        return self.read_shopper_and(user_id, session_id, at)[0]
+
+    def read_shopper_and(
+        self, user_id: Any, session_id: str | None, at: float | None = None,
+        extra: Sequence[tuple[FeatureGroup, Sequence[Any], float | None]] = (),
+    ) -> tuple[Shopper, list[list[dict[bytes, bytes] | None]]]:  # fmt: skip
+        """`read_shopper`, and the `extra` reads in the same round trip (rows as Redis holds them, like
+        `read_groups(extra, raw=True)`): the API reads its candidates' stale product rows this way."""
         requests = [(USER_PROFILE, [user_id], at), (USER_2M, [user_id], at),
                     (SESSION_FEATURES, [session_id] if session_id else [], at)]  # fmt: skip
 
-        def queue(pipe: Any) -> list:
+        def queue(pipe: Any) -> tuple[list, list]:
             pipe.exists(bot_key(user_id))
             if session_id:
                 pipe.zrange(session_keys(session_id)[2], 0, -1)
-            return self._queue_reads(pipe, requests)
+            return self._queue_reads(pipe, requests), self._queue_reads(pipe, extra)
 
-        queued, replies = self._run_reads(queue)
+        (queued, queued_extra), replies = self._run_reads(queue)
         events = [json.loads(member) for member in replies[1]] if session_id else []
-        (profile,), (user_2m,), session = self._decode_reads(replies[2 if session_id else 1 :], queued)
-        return Shopper(bot=bool(replies[0]), profile=profile, user_2m=user_2m,
-                       session=session[0] if session else None, session_events=events)  # fmt: skip
+        first = 2 if session_id else 1
+        last = first + sum(calls for _, calls in queued)
+        (profile,), (user_2m,), session = self._decode_reads(replies[first:last], queued)
+        shopper = Shopper(bot=bool(replies[0]), profile=profile, user_2m=user_2m,
+                          session=session[0] if session else None, session_events=events)  # fmt: skip
+        return shopper, self._decode_reads(replies[last:], queued_extra, raw=True)
 
-    def _run_reads(self, queue: Callable[[Any], list]) -> tuple[list, list]:
+    def _run_reads(self, queue: Callable[[Any], Any]) -> tuple[Any, list]:
         """Execute a pipeline of reads that `queue` fills; (what `queue` returned, the replies).
 
         The read scripts are called by SHA alone: a registered script in a pipeline costs a

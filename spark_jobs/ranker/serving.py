@@ -38,31 +38,54 @@ from spark_jobs.ranker.features import (
 Read = tuple[FeatureGroup, Sequence[Any], float]
 
 
-def _read_tiers(store: OnlineStore, at: float, first: Sequence[Read],
-                wanted: Sequence[tuple[ProductTier, Sequence[int]]]) -> tuple[list, list[ProductRows]]:  # fmt: skip
-    """The reads of each (tier, products) in `wanted`, in one round trip after the reads `first`: (the replies
-    to `first`, decoded like `read_many`'s; per tier, ProductRows with its reads filled and the others empty)."""
+def _tier_reads(at: float, wanted: Sequence[tuple[ProductTier, Sequence[int]]]) -> list[Read]:
+    """The `read_groups` requests of each (tier, products) in `wanted`, in order."""
     reads = {name: (group, back) for name, group, back in PRODUCT_READS}
-    requests = [(reads[name][0], ids, at - reads[name][1]) for tier, ids in wanted for name in tier.reads]
-    replies = store.read_groups([*first, *requests], raw=True)
-    decoded = [[decode_features(group, row) if row is not None else None for row in reply]
-               for (group, _, _), reply in zip(first, replies)]  # fmt: skip
-    rows, position = [], len(first)
+    return [(reads[name][0], ids, at - reads[name][1]) for tier, ids in wanted for name in tier.reads]
+
+
+def _tier_rows(wanted: Sequence[tuple[ProductTier, Sequence[int]]], replies: Sequence[list]) -> list[ProductRows]:
+    """Per (tier, products) of `wanted`, ProductRows with the tier's raw replies filled and the other reads empty."""
+    rows, position = [], 0
     for tier, ids in wanted:
         filled = dict(zip(tier.reads, replies[position : position + len(tier.reads)]))
         position += len(tier.reads)
         rows.append(ProductRows(**{name: filled.get(name) or [None] * len(ids) for name, _, _ in PRODUCT_READS}))
-    return decoded, rows
+    return rows
+
+
+def _decoded(first: Sequence[Read], replies: Sequence[list]) -> list:
+    return [[decode_features(group, row) if row is not None else None for row in reply]
+            for (group, _, _), reply in zip(first, replies)]  # fmt: skip
 
 
 def read_product_rows(store: OnlineStore, products: Sequence[int], at: float, first: Sequence[Read] = ()) -> tuple[list, ProductRows]:
     """The `PRODUCT_READS` rows of `products` at `at`, as Redis holds them (bytes: `product_features` wants
     numbers only, and decoding 1,000 rows into typed dicts was most of an uncached read's CPU), in the same
     round trip as the reads `first` (their replies come first, decoded like `read_many`'s)."""
-    ids = list(products)
-    decoded, tiers = _read_tiers(store, at, first, [(tier, ids) for tier in PRODUCT_TIERS])
-    return decoded, ProductRows(**{name: getattr(rows, name) for tier, rows in zip(PRODUCT_TIERS, tiers)
-                                   for name in tier.reads})  # fmt: skip
+    wanted = [(tier, list(products)) for tier in PRODUCT_TIERS]
+    replies = store.read_groups([*first, *_tier_reads(at, wanted)], raw=True)
+    tiers = _tier_rows(wanted, replies[len(first) :])
+    return _decoded(first, replies), ProductRows(**{name: getattr(rows, name) for tier, rows in zip(PRODUCT_TIERS, tiers)
+                                                    for name in tier.reads})  # fmt: skip
+
+
+@dataclass(eq=False)
+class Refresh:
+    """What a block of products lacks in a `ProductFeatureCache`: `reads` to make (raw) and where the answers go."""
+
+    products: np.ndarray
+    at: float
+    catalogue: Catalogue
+    slots: np.ndarray
+    block: np.ndarray  #: the cached rows (a copy); stale tiers are filled in by `ProductFeatureCache.apply`
+    stale: list[tuple[int, np.ndarray]]  #: (tier index, positions in `products`) of every tier with stale rows
+    reads: list[Read]
+    cache: ProductFeatureCache
+
+    def fill(self, replies: Sequence[list]) -> np.ndarray:
+        """`ProductFeatureCache.apply` of these replies (raw) to `reads`."""
+        return self.cache.apply(self, replies)
 
 
 class ProductFeatureCache:
@@ -81,6 +104,9 @@ class ProductFeatureCache:
     so refreshes spread over the requests instead of falling on a few at every slide.
     The rows sit in one array over the catalogue (a product's catalogue row is its
     slot): a few MB at the October-2019 scale. 0 seconds turns a tier's cache off.
+
+    `block` reads what is stale itself; `plan` and `apply` let a caller put those reads
+    into a round trip it makes anyway (the API's read of the shopper).
     """
 
     def __init__(self, seconds: float = 1.0, long_seconds: float = 30.0) -> None:
@@ -102,6 +128,38 @@ class ProductFeatureCache:
             self._read_for = np.full((n, len(PRODUCT_TIERS)), -np.inf)
         return catalogue.index_of(products)
 
+    def plan(self, products: np.ndarray, at: float, catalogue: Catalogue) -> Refresh:
+        """The cached rows of `products` for a request at `at`, and the reads their stale tiers need."""
+        products = np.asarray(products, np.int64)
+        with self._lock:
+            slots = self._slots(catalogue, products)
+            cached = slots >= 0
+            safe = np.where(cached, slots, 0)
+            age = at - self._read_for[safe]  # products x tiers
+            # never a tier read for a later time; one read for this very time always serves (even uncached)
+            fresh = cached[:, None] & (age >= 0) & ((age < self._max_age) | (age == 0))
+            block = self._values[safe]  # a copy: tiers read below are filled in
+        stale = [(t, positions) for t in range(len(PRODUCT_TIERS)) if len(positions := np.flatnonzero(~fresh[:, t]))]
+        reads = _tier_reads(at, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in stale])
+        return Refresh(products, at, catalogue, slots, block, stale, reads, self)
+
+    def apply(self, refresh: Refresh, replies: Sequence[list]) -> np.ndarray:
+        """The `product_features` of the planned products, from the cache and the raw `replies` to `refresh.reads`
+        (kept for the next requests)."""
+        products, block, slots = refresh.products, refresh.block, refresh.slots
+        wanted = [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in refresh.stale]
+        for (t, positions), rows in zip(refresh.stale, _tier_rows(wanted, replies)):
+            columns = self._columns[t]
+            block[np.ix_(positions, columns)] = product_features(products[positions], refresh.catalogue, rows)[:, columns]
+        with self._lock:
+            if refresh.catalogue is self._catalogue:
+                for t, positions in refresh.stale:
+                    keep = positions[slots[positions] >= 0]
+                    keep = keep[self._read_for[slots[keep], t] < refresh.at]  # a concurrent request may have read later
+                    self._values[np.ix_(slots[keep], self._columns[t])] = block[np.ix_(keep, self._columns[t])]
+                    self._read_for[slots[keep], t] = refresh.at
+        return block
+
     def block(self, store: OnlineStore, products: np.ndarray, at: float, catalogue: Catalogue,
               first: Sequence[Read] = ()) -> tuple[list, np.ndarray]:  # fmt: skip
         """(replies to `first`, the `product_features` of `products` at `at`), reading from Redis only the tiers
@@ -110,29 +168,11 @@ class ProductFeatureCache:
         if (self._max_age <= 0).all():
             replies, rows = read_product_rows(store, products.tolist(), at, first)
             return replies, product_features(products, catalogue, rows)
-        with self._lock:
-            slots = self._slots(catalogue, products)
-            cached = slots >= 0
-            safe = np.where(cached, slots, 0)
-            age = at - self._read_for[safe]  # products x tiers
-            fresh = cached[:, None] & (age >= 0) & (age < self._max_age)  # never a tier read for a later time
-            block = self._values[safe]  # a copy: tiers read below are filled in
-        stale = [np.flatnonzero(~fresh[:, t]) for t in range(len(PRODUCT_TIERS))]
-        wanted = [(t, positions) for t, positions in enumerate(stale) if len(positions)]
-        if not wanted:
-            return (store.read_groups(first) if first else []), block
-        replies, tier_rows = _read_tiers(store, at, first, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in wanted])
-        for (t, positions), rows in zip(wanted, tier_rows):
-            columns = self._columns[t]
-            block[np.ix_(positions, columns)] = product_features(products[positions], catalogue, rows)[:, columns]
-        with self._lock:
-            if catalogue is self._catalogue:
-                for t, positions in wanted:
-                    keep = positions[cached[positions]]
-                    keep = keep[self._read_for[slots[keep], t] < at]  # a concurrent request may have read a later time
-                    self._values[np.ix_(slots[keep], self._columns[t])] = block[np.ix_(keep, self._columns[t])]
-                    self._read_for[slots[keep], t] = at
-        return replies, block
+        refresh = self.plan(products, at, catalogue)
+        if not refresh.reads:
+            return (store.read_groups(first) if first else []), refresh.block
+        replies = store.read_groups([*first, *refresh.reads], raw=True)
+        return _decoded(first, replies), self.apply(refresh, replies[len(first) :])
 
 
 def read_inputs(

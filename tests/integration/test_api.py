@@ -27,6 +27,7 @@ from services.api.app import create_app
 from services.api.registry import CandidateSet, ModelMismatch
 from tests.api_data import ApiWorld, build_world, copy_version, dead_url, live_click, write_live
 from tests.services import free_ports
+from spark_jobs.ranker.serving import ProductFeatureCache
 
 pytestmark = pytest.mark.integration
 
@@ -216,6 +217,7 @@ class ReversingRanker:
 
     version = "fake-ranker"
     fail = False
+    cache = ProductFeatureCache()  # the API reads the candidates' stale product rows into it with the shopper
 
     def rerank(self, store, *, user_id, session_id, candidates, als_scores, at, catalogue, neighbours, shopper):
         assert candidates.dtype == np.int64 and len(candidates) == len(als_scores)

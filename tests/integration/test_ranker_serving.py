@@ -125,6 +125,23 @@ def test_hourly_and_daily_counters_are_kept_longer_than_the_two_minute_window(st
                           equal_nan=True)  # fmt: skip
 
 
+def test_stale_rows_read_along_with_the_shopper_leave_the_ranker_nothing_to_read(store: OnlineStore) -> None:
+    now = time.time()
+    write_live(store, [live_click(5, p, at=now - 5 + i, session="s5") for i, p in enumerate([11, 12, 12, 13])])
+    cache = ProductFeatureCache(1.0, 30.0)
+    refresh = cache.plan(PRODUCTS, now, CATALOGUE)
+    assert len(refresh.reads) == len(PRODUCT_READS)  # nothing cached yet: every group of every product
+    shopper, replies = store.read_shopper_and(5, "s5", now, refresh.reads)  # one round trip
+    assert shopper == store.read_shopper(5, "s5", now)
+    block = refresh.fill(replies)
+    assert np.array_equal(block, _inputs(store, None, now).products, equal_nan=True)
+    calls = _script_calls(store)
+    inputs = _inputs(store, cache, now, shopper)  # the ranker's own read, as in the API
+    assert _script_calls(store) == calls  # found every row fresh
+    assert np.array_equal(inputs.products, block, equal_nan=True)
+    assert not cache.plan(PRODUCTS[:2], now + 0.5, CATALOGUE).reads  # and so does the next request
+
+
 def test_one_round_trip_reads_the_shopper_and_survives_redis_forgetting_the_scripts(store: OnlineStore) -> None:
     now = time.time()
     write_live(store, [live_click(5, p, at=now - 5 + i, session="s5") for i, p in enumerate([11, 12])])
