@@ -89,12 +89,17 @@ def test_cached_product_rows_are_at_most_the_cache_age_old(store: OnlineStore) -
     assert _views_2m(_inputs(store, short_lived, now + 0.6))[0] == 2  # older: read again
 
 
-def test_fresh_rows_cost_no_redis_read(store: OnlineStore) -> None:
+def _first_request(store: OnlineStore, cache: ProductFeatureCache):
+    """User 5 viewed product 11 three seconds ago; a request now fills `cache`: (now, shopper, its inputs)."""
     now = time.time()
     write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
-    cache = ProductFeatureCache(1.0, 1.0)
     shopper = store.read_shopper(5, "s5", now)
-    first = _inputs(store, cache, now, shopper)
+    return now, shopper, _inputs(store, cache, now, shopper)
+
+
+def test_fresh_rows_cost_no_redis_read(store: OnlineStore) -> None:
+    cache = ProductFeatureCache(1.0, 1.0)
+    now, shopper, first = _first_request(store, cache)
     calls = _script_calls(store)
     again = _inputs(store, cache, now + 0.5, shopper)
     assert _script_calls(store) == calls  # every product fresh: no round trip at all
@@ -106,11 +111,8 @@ def test_fresh_rows_cost_no_redis_read(store: OnlineStore) -> None:
 
 
 def test_hourly_and_daily_counters_are_kept_longer_than_the_two_minute_window(store: OnlineStore) -> None:
-    now = time.time()
-    write_live(store, [live_click(5, 11, at=now - 3, session="s5")])
     cache = ProductFeatureCache(1.0, 60.0)
-    shopper = store.read_shopper(5, "s5", now)
-    first = _inputs(store, cache, now, shopper)
+    now, shopper, first = _first_request(store, cache)
     assert _views_2m(first)[0] == 1 and _views_1d(first)[0] == 1
 
     write_live(store, [live_click(6, 11, at=now - 2, session="s6")])  # another view of product 11
