@@ -90,12 +90,21 @@ def read_signals(
     when Redis is down); with `prefetch`, the ranker's stale product rows too, filled into its cache."""
     shopper, replies = store.read_shopper_and(user_id, session_id, at, prefetch.reads if prefetch else ())
     if prefetch is not None:
-        prefetch.fill(replies)
+        _best_effort("filling the ranker's product rows", prefetch.fill, replies)
     signals = OnlineSignals(shopper)
     if metrics is not None:
         for group, values in ((USER_PROFILE, signals.profile), (USER_2M, signals.user_2m), (SESSION_FEATURES, signals.session)):
             metrics.observe_feature(group.name, values, at)
     return signals
+
+
+def _best_effort(what: str, function: Callable[..., Any], *args: Any) -> Any:
+    """`function(*args)`, or None (logged) if it raises: a bug in an optimisation must not cost the answer."""
+    try:
+        return function(*args)
+    except Exception:
+        log.exception("%s failed; answering without it", what)
+        return None
 
 
 def ranker_prefetch(snapshot: Snapshot, user_id: int, pool: int, at: float) -> Refresh | None:
@@ -279,9 +288,10 @@ def recommend(
     at = time.time() if at is None else at
     guard: Guard = breaker.call if breaker is not None else _unguarded
     pool = max(pool, k)
+    prefetch = None
+    if category is None:  # with a category filter few candidates may remain: the ranker reads its own then
+        prefetch = _best_effort("planning the ranker's product reads", ranker_prefetch, snapshot, user_id, pool, at)
     try:
-        # with a category filter few candidates may remain: the ranker reads its own then
-        prefetch = ranker_prefetch(snapshot, user_id, pool, at) if category is None else None
         signals: OnlineSignals | None = guard(read_signals, store, user_id, session_id, at, metrics, prefetch)
     except pybreaker.CircuitBreakerError:
         signals = None  # logged once, when it opened

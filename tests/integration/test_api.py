@@ -250,6 +250,27 @@ def test_ranker_reorders_the_als_candidates_and_a_failing_ranker_costs_only_the_
         body = recommendations(client, user, k=5)
         assert body["source"] == "als" and body["fallbacks"] == [{"source": "ranker", "reason": "failed"}]
         assert [item["product_id"] for item in body["items"]] == als[:5].tolist()
+        ranker.fail = False
+        for broken in ("plan", "apply"):  # the product rows read along with the shopper are an optimisation only
+            ranker.cache = BrokenCache(broken)
+            body = recommendations(client, user, k=5)
+            assert body["source"] == "ranker" and body["fallbacks"] == [], broken
+
+
+class BrokenCache(ProductFeatureCache):
+    """A product cache with a bug in planning or in filling its rows."""
+
+    def __init__(self, broken: str) -> None:
+        super().__init__()
+        self.broken = broken
+
+    def plan(self, *args, **kwargs):
+        if self.broken == "plan":
+            raise RuntimeError("bug in plan")
+        return super().plan(*args, **kwargs)
+
+    def apply(self, *args, **kwargs):
+        raise RuntimeError("bug in apply")
 
 
 def test_artifact_swap_while_requests_run_fails_no_request(client: TestClient, world: ApiWorld) -> None:
