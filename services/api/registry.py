@@ -31,7 +31,7 @@ import shutil
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from datetime import date, datetime
@@ -169,6 +169,12 @@ class PopularLists:
 # --------------------------------------------------------------------------- #
 
 
+def _streamed(path: Path) -> pq.ParquetFile:
+    """A parquet file read through a 1 MB buffer: by default a whole column chunk of a row group is read
+    and held at once (256 MB for 1M rows of 64 factors; the load's peak at October scale)."""
+    return pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+
+
 def _read_factors(artifacts: Artifacts, version: str, name: str, index_name: str, out_dir: Path | None = None) -> np.ndarray:
     """A factor table (`index`, fixed-size list `factors`) straight into one (rows, f) float32 array.
 
@@ -179,7 +185,7 @@ def _read_factors(artifacts: Artifacts, version: str, name: str, index_name: str
 
     def read(allocate: Callable[[tuple[int, int]], np.ndarray]) -> np.ndarray:
         # from a local file: the artifact's bytes (0.8 GB at October scale) are never all in memory
-        with artifacts.local_file(CANDIDATES, name, version) as path, pq.ParquetFile(path) as parquet:
+        with artifacts.local_file(CANDIDATES, name, version) as path, _streamed(path) as parquet:
             width = parquet.schema_arrow.field("factors").type.list_size
             out = allocate((parquet.metadata.num_rows, width))
             batches = parquet.iter_batches(batch_size=65_536, columns=[index_name, "factors"])
@@ -226,20 +232,32 @@ def _mapped(path: Path, read: Callable[[Callable[[tuple[int, int]], np.ndarray]]
 
 
 def _read_neighbours(artifacts: Artifacts, version: str) -> dict[str, ItemNeighbours]:
-    """Each kind's neighbours: batch by batch, keeping only the columns the matrix needs, as numpy arrays
-    per kind (no Arrow table of the whole file, no COO copies: the load's peak at October scale)."""
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {kind: [] for kind in NEIGHBOUR_KINDS}
-    with artifacts.local_file(CANDIDATES, "item_neighbours.parquet", version) as path, pq.ParquetFile(path) as parquet:
-        for batch in parquet.iter_batches(batch_size=1 << 20, columns=["product_id", "neighbour_id", "score", "kind"]):
-            for kind, kept in parts.items():
-                mine = batch.filter(pc.equal(batch.column("kind"), kind))
-                kept.append(tuple(mine.column(name).to_numpy() for name in ("product_id", "neighbour_id", "score")))
+    """Each kind's neighbours, in two passes over the file, batch by batch: the item ids, then each pair as two
+    int32 positions and a float32 score (12 bytes; never an Arrow table of the whole file, nor int64 ids of
+    every pair: the load's peak at October scale, 16.7M pairs)."""
+    columns = ["product_id", "neighbour_id", "score", "kind"]
+    with artifacts.local_file(CANDIDATES, "item_neighbours.parquet", version) as path, _streamed(path) as parquet:
+
+        def by_kind() -> Iterator[tuple[str, pa.RecordBatch]]:
+            for batch in parquet.iter_batches(batch_size=1 << 20, columns=columns):
+                for kind in NEIGHBOUR_KINDS:
+                    yield kind, batch.filter(pc.equal(batch.column("kind"), kind))
+
+        seen: dict[str, list[np.ndarray]] = {kind: [np.empty(0, np.int64)] for kind in NEIGHBOUR_KINDS}
+        for kind, rows in by_kind():
+            seen[kind] += [np.unique(rows.column("product_id").to_numpy()), np.unique(rows.column("neighbour_id").to_numpy())]
+        item_ids = {kind: np.unique(np.concatenate(ids)) for kind, ids in seen.items()}
+        pairs: dict[str, list[tuple[np.ndarray, ...]]] = {kind: [] for kind in NEIGHBOUR_KINDS}
+        for kind, rows in by_kind():
+            ids = item_ids[kind]
+            pairs[kind].append((np.searchsorted(ids, rows.column("product_id").to_numpy()).astype(np.int32),
+                                np.searchsorted(ids, rows.column("neighbour_id").to_numpy()).astype(np.int32),
+                                rows.column("score").to_numpy().astype(np.float32)))  # fmt: skip
     out = {}
     for kind in NEIGHBOUR_KINDS:
-        empty = ([np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.float32)])  # an empty file
-        source, target, score = (np.concatenate(column) for column in (list(zip(*parts.pop(kind))) or empty))
-        out[kind] = ItemNeighbours.from_arrays(source, target, score, kind)
-        del source, target, score
+        parts = pairs.pop(kind) or [(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.float32))]
+        out[kind] = ItemNeighbours.from_positions(item_ids[kind], *(np.concatenate(c) for c in zip(*parts)), kind)
+        del parts
     return out
 
 

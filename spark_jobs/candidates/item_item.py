@@ -74,17 +74,25 @@ class ItemNeighbours:
 
     @classmethod
     def from_arrays(cls, source: np.ndarray, target: np.ndarray, score: np.ndarray, kind: str) -> ItemNeighbours:
-        """From (product, neighbour, score) rows, one per pair. The CSR arrays are built directly: a COO
-        matrix and its conversion would hold three more copies of the pairs (GBs at October scale)."""
+        """From (product, neighbour, score) rows, one per pair."""
         item_ids = np.union1d(np.unique(source), np.unique(target))
+        return cls.from_positions(item_ids, np.searchsorted(item_ids, source).astype(np.int32),
+                                  np.searchsorted(item_ids, target).astype(np.int32), score, kind)  # fmt: skip
+
+    @classmethod
+    def from_positions(cls, item_ids: np.ndarray, rows: np.ndarray, columns: np.ndarray, score: np.ndarray,
+                       kind: str) -> ItemNeighbours:  # fmt: skip
+        """From pairs given as positions in `item_ids` (sorted), one per pair. The CSR arrays are these
+        arrays themselves (sorted by row first, unless `to_table` wrote them so): a COO matrix and its
+        conversion would hold three more copies of the pairs (GBs at October scale)."""
         n = len(item_ids)
-        rows = np.searchsorted(item_ids, source).astype(np.int32)
-        order = np.argsort(rows, kind="stable")
+        score = np.asarray(score, np.float32)
+        if len(rows) > 1 and (rows[1:] < rows[:-1]).any():
+            order = np.argsort(rows, kind="stable")
+            rows, columns, score = rows[order], columns[order], score[order]
         indptr = np.zeros(n + 1, np.int64)
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-        del rows
-        columns = np.searchsorted(item_ids, target[order]).astype(np.int32)
-        similarity = sp.csr_matrix((np.asarray(score, np.float32)[order], columns, indptr), shape=(n, n))
+        similarity = sp.csr_matrix((score, columns, indptr), shape=(n, n))
         similarity.sum_duplicates()  # canonical: sorted columns, one entry per pair
         return cls(similarity=similarity, item_ids=item_ids, kind=kind)
 
