@@ -8,7 +8,7 @@ the online features the way the stream does (`spark_jobs.stream.process_batch`
 on live events, a micro-batch every second like the stream's trigger, each for a
 tenth of the products and users in turn, so the two-minute windows stay current;
 user profiles with `materialize_profiles`), and runs the API with `clickrec api`
-in its own process (two workers at small scale, one at October scale). Then:
+in its own process (two workers at each scale). Then:
 
 - load, from a separate process: closed loop from wrk (N keep-alive connections
   back to back: throughput and latency; wrk is C, so the server saturates before
@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import resource
@@ -474,6 +475,11 @@ class LiveFeatures:
         if self._thread:
             self._thread.join()
 
+    def summary(self) -> dict[str, Any]:
+        """Batches written, the median seconds one took (the writer's share of a core: that over `every`)."""
+        return {"batches": len(self.writes), "median_s": round(statistics.median(self.writes), 3) if self.writes else None,
+                "every_s": self.every, "events_per_batch": math.ceil(len(self.products) / self.parts) + math.ceil(len(self.users) / self.parts)}  # fmt: skip
+
 
 def pick_candidates(user_factors: np.ndarray, item_factors: np.ndarray, product_ids: np.ndarray) -> np.ndarray:
     """The API's ALS candidates of each user (top POOL by dot product), as product ids (users x POOL)."""
@@ -900,8 +906,7 @@ def small_scale(args, tmp: Path, settings: Settings, redis_pid: int, python: Pat
         result["feature_read"] = feature_reads(settings, live, users[0], lists[0], cands.catalogue, neighbours,
                                                args.feature_iterations, 50, python, tmp)  # fmt: skip
     live.stop()
-    result["live_writes"] = {"batches": len(live.writes), "median_s": round(statistics.median(live.writes), 3),
-                             "every_s": args.refresh}  # fmt: skip
+    result["live_writes"] = live.summary()
     return result
 
 
@@ -969,6 +974,7 @@ def october_scale(args, tmp: Path, settings: Settings, redis_pid: int) -> dict[s
     finally:
         api.stop()
         live.stop()
+    result["live_writes"] = live.summary()
     return result
 
 
@@ -1019,8 +1025,8 @@ def main() -> None:
     parser.add_argument("--feast-python", help="a Python with feast[redis] (default: bench/.venv-feast, created on first use)")
     parser.add_argument("--no-feast", action="store_true", help="skip the Feast comparison")
     parser.add_argument("--no-october", action="store_true", help="skip the October-2019-scale part")
-    parser.add_argument("--october-workers", type=int, default=1,
-                        help="API workers at October scale (each loads the artifacts: the 2 GB budget fits one)")
+    parser.add_argument("--october-workers", type=int, default=2,
+                        help="API workers at October scale (each loads the artifacts; two peak at 1.9 GB together)")
     parser.add_argument("--october-users", type=int, default=3_000_000)
     parser.add_argument("--october-products", type=int, default=167_000)
     parser.add_argument("--october-neighbours", type=int, default=50, help="neighbours per product and kind")
