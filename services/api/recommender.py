@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pybreaker
@@ -25,7 +25,9 @@ from services.api.metrics import Metrics
 from services.api.recommend import Ranked, Skip, SkipReason, Source
 from services.api.registry import CandidateSet, Registry, Snapshot
 from services.api.schemas import Fallback, RecommendedItem, Recommendations
-from spark_jobs.ranker.serving import Refresh
+
+if TYPE_CHECKING:  # the ranker (and XGBoost) load with its artifact, as in the registry
+    from spark_jobs.ranker.serving import Refresh
 
 log = logging.getLogger(__name__)
 

@@ -96,9 +96,9 @@ class ProductFeatureCache:
     instead of five Redis reads, their decoding and the arithmetic. The price is
     freshness, chosen per `PRODUCT_TIERS` tier by how fast its windows move: the
     two-minute features are reused for `seconds` (one stream trigger), the hourly and
-    daily counters for `long_seconds` (a thirtieth of a minute of an hour is noise;
-    at the October-2019 scale, where 200 candidates rarely repeat within a second,
-    they were four of the five reads of every product). A request at time `at` may
+    daily counters for `long_seconds` (30 s is under 1% of an hour; at the October-2019
+    scale, where 200 candidates rarely repeat within a second, they were four of the
+    five reads of every product). A request at time `at` may
     get a tier read up to that long before `at`, even across a window boundary (user
     and session features are always read). Each product's tiers expire on their own,
     so refreshes spread over the requests instead of falling on a few at every slide.
