@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from feature_store.definitions import PRODUCT_2M, USER_2M
+from feature_store.definitions import PRODUCT_2M, SESSION_FEATURES, USER_2M
 from feature_store.online import PREFIX, OnlineStore, bucket_for_read
 from feature_store.settings import Settings
 from tests.api_data import live_click, write_live
@@ -54,3 +54,17 @@ def test_a_combined_window_follows_every_merge_into_its_panes(store: OnlineStore
     # a user's window is read by that user's requests alone: combined on every read, never kept
     assert store.read(USER_2M, 5, now)["events"] == 3
     assert not store.client.exists(_combined_key(5, now, USER_2M))
+
+
+def test_a_batch_of_many_calls_lands_whole(store: OnlineStore) -> None:
+    # Merges go to Redis in several script calls (so a reader never waits behind a long one):
+    # every row of every call lands, and a bot in a later call is still found.
+    now = time.time()
+    shoppers = [live_click(1_000 + i, 20_000 + i, at=now - 2, session=f"many-{i}") for i in range(250)]
+    bot = [live_click(7_777, 30_000 + j, at=now - 1 - j * 1e-3, session="bot-session") for j in range(150)]
+    write_live(store, shoppers + bot)
+    windows = store.read_many(PRODUCT_2M, [20_000 + i for i in range(250)], now)
+    assert [w and w["views"] for w in windows] == [1] * 250
+    sessions = store.read_many(SESSION_FEATURES, [f"many-{i}" for i in range(250)], now)
+    assert [s and s["events"] for s in sessions] == [1] * 250
+    assert store.is_bot(7_777) and not store.is_bot(1_249)
