@@ -91,7 +91,7 @@ def read_signals(
     """Bot flag, profile, current two-minute window and session, in one round trip (raises redis.RedisError
     when Redis is down); with `prefetch`, the ranker's stale product rows too, filled into its cache."""
     shopper, replies = store.read_shopper_and(user_id, session_id, at, prefetch.reads if prefetch else ())
-    if prefetch is not None:
+    if prefetch is not None and prefetch.reads:
         _best_effort("filling the ranker's product rows", prefetch.fill, replies)
     signals = OnlineSignals(shopper)
     if metrics is not None:
@@ -110,17 +110,16 @@ def _best_effort(what: str, function: Callable[..., Any], *args: Any) -> Any:
 
 
 def ranker_prefetch(snapshot: Snapshot, user_id: int, pool: int, at: float) -> Refresh | None:
-    """The ranker's stale product rows among the user's ALS candidates, to read along with the shopper: one
-    round trip per request instead of two (the filters that come later only drop candidates). None when
-    there is nothing to read or no ranker to read it for."""
+    """The ranker's product rows of the user's ALS candidates: cached ones, and the stale ones to read along
+    with the shopper (one round trip per request instead of two; the filters that come later only drop
+    candidates, and the ranker takes its rows from here). None when there is no ranker or no ALS list."""
     ranker, cands = snapshot.ranker, snapshot.candidates
     if ranker is None or cands is None:
         return None
     top = cands.als_top(user_id, pool)
     if top is None:
         return None
-    refresh = ranker.cache.plan(top[0], at, cands.catalogue)
-    return refresh if refresh.reads else None
+    return ranker.cache.plan(top[0], at, cands.catalogue)
 
 
 class _Request:
@@ -128,16 +127,18 @@ class _Request:
 
     def __init__(self, snapshot: Snapshot, store: OnlineStore, *, user_id: int, session_id: str | None,
                  category: str | None, k: int, pool: int, at: float, signals: OnlineSignals | None,
-                 guard: Guard) -> None:  # fmt: skip
+                 guard: Guard, prefetch: Refresh | None = None) -> None:  # fmt: skip
         assert snapshot.candidates is not None
         self.snapshot = snapshot
         self.cands: CandidateSet = snapshot.candidates
         self.store = store
         self.user_id, self.session_id, self.category = user_id, session_id, category
         self.k, self.pool, self.at, self.signals, self.guard = k, pool, at, signals, guard
+        self.prefetch = prefetch
         self.exclude = np.fromiter(sorted(signals.bought), np.int64) if signals and not signals.bot else np.empty(0, np.int64)
         self.taste = rec.Taste.from_profile(signals.profile if signals else None)
         self._als: tuple[np.ndarray, np.ndarray] | None = None
+        self._als_rows: np.ndarray | None = None  #: the prefetched product rows of `_als`' candidates
 
     # --- helpers ---------------------------------------------------------------
 
@@ -162,6 +163,9 @@ class _Request:
             ids, scores = top
             kept = self._filtered(ids)
             self._als = (ids[kept], scores[kept])
+            prefetch = self.prefetch
+            if prefetch is not None and prefetch.filled and np.array_equal(prefetch.products, ids):
+                self._als_rows = prefetch.block[kept]
         if not len(self._als[0]):
             raise Skip(SkipReason.EMPTY, "no ALS candidate left after the filters")
         return self._als
@@ -184,6 +188,7 @@ class _Request:
                 self.store, user_id=self.user_id, session_id=self.session_id, candidates=ids,
                 als_scores=als_scores, at=self.at, catalogue=self.cands.catalogue,
                 neighbours=self.cands.neighbours[SESSION_NEIGHBOURS], shopper=self._personal().shopper,
+                products=self._als_rows,
             )  # fmt: skip
         except (redis.RedisError, pybreaker.CircuitBreakerError) as error:
             raise Skip(SkipReason.ONLINE_STORE_DOWN, str(error)) from None
@@ -301,7 +306,7 @@ def recommend(
         log.warning("online store unavailable, answering without it: %s", error)
         signals = None
     request = _Request(snapshot, store, user_id=user_id, session_id=session_id, category=category,
-                       k=k, pool=pool, at=at, signals=signals, guard=guard)  # fmt: skip
+                       k=k, pool=pool, at=at, signals=signals, guard=guard, prefetch=prefetch)  # fmt: skip
     answer = rec.answer(request.steps(), k)
     metrics.recommendations.labels(source=answer.source.value).inc()
     for skipped in answer.skipped:

@@ -72,7 +72,10 @@ def read_product_rows(store: OnlineStore, products: Sequence[int], at: float, fi
 
 @dataclass(eq=False)
 class Refresh:
-    """What a block of products lacks in a `ProductFeatureCache`: `reads` to make (raw) and where the answers go."""
+    """What a block of products lacks in a `ProductFeatureCache`: `reads` to make (raw) and where the answers go.
+
+    Once `filled` (at once when nothing was stale), `block` holds every product's row.
+    """
 
     products: np.ndarray
     at: float
@@ -82,6 +85,7 @@ class Refresh:
     stale: list[tuple[int, np.ndarray]]  #: (tier index, positions in `products`) of every tier with stale rows
     reads: list[Read]
     cache: ProductFeatureCache
+    filled: bool = False
 
     def fill(self, replies: Sequence[list]) -> np.ndarray:
         """`ProductFeatureCache.apply` of these replies (raw) to `reads`."""
@@ -141,7 +145,7 @@ class ProductFeatureCache:
             block = self._values[safe]  # a copy: tiers read below are filled in
         stale = [(t, positions) for t in range(len(PRODUCT_TIERS)) if len(positions := np.flatnonzero(~fresh[:, t]))]
         reads = _tier_reads(at, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in stale])
-        return Refresh(products, at, catalogue, slots, block, stale, reads, self)
+        return Refresh(products, at, catalogue, slots, block, stale, reads, self, filled=not reads)
 
     def apply(self, refresh: Refresh, replies: Sequence[list]) -> np.ndarray:
         """The `product_features` of the planned products, from the cache and the raw `replies` to `refresh.reads`
@@ -158,6 +162,7 @@ class ProductFeatureCache:
                     keep = keep[self._read_for[slots[keep], t] < refresh.at]  # a concurrent request may have read later
                     self._values[np.ix_(slots[keep], self._columns[t])] = block[np.ix_(keep, self._columns[t])]
                     self._read_for[slots[keep], t] = refresh.at
+        refresh.filled = True
         return block
 
     def block(self, store: OnlineStore, products: np.ndarray, at: float, catalogue: Catalogue,
@@ -187,20 +192,26 @@ def read_inputs(
     neighbours: ItemNeighbours,
     cache: ProductFeatureCache | None = None,
     shopper: Shopper | None = None,
+    products: np.ndarray | None = None,
 ) -> RankInputs:
     """Everything `candidate_features` needs, read from Redis in at most one round trip (`OnlineStore.read_groups`).
 
-    The product rows come from `cache` when it holds them fresh (see ProductFeatureCache);
+    The product rows come from `cache` when it holds them fresh (see ProductFeatureCache),
+    or from `products` (the candidates' `product_features` rows) when the caller has them;
     the user's and session's rows from `shopper` when the caller has read them at `at`.
     """
     cache = cache or ProductFeatureCache(0, 0)
+    user_reads: list[Read] = []
     if shopper is None:
         user_reads = [(USER_2M, [user_id], at), (USER_PROFILE, [user_id], at),
                       (SESSION_FEATURES, [session_id] if session_id else [], at)]  # fmt: skip
-        ((user_2m,), (profile,), session), products = cache.block(store, candidates, at, catalogue, user_reads)
-        shopper = Shopper(profile=profile, user_2m=user_2m, session=session[0] if session else None)
+    if products is None:
+        replies, products = cache.block(store, candidates, at, catalogue, user_reads)
     else:
-        _, products = cache.block(store, candidates, at, catalogue)
+        replies = store.read_groups(user_reads) if user_reads else []
+    if shopper is None:
+        (user_2m,), (profile,), session = replies
+        shopper = Shopper(profile=profile, user_2m=user_2m, session=session[0] if session else None)
     return RankInputs(at=at, candidates=candidates, als_scores=als_scores, user_2m=shopper.user_2m,
                       session=shopper.session, profile=shopper.profile, catalogue=catalogue, neighbours=neighbours,
                       products=products)  # fmt: skip
@@ -235,12 +246,15 @@ class Ranker:
         catalogue: Catalogue,
         neighbours: ItemNeighbours,
         shopper: Shopper | None = None,
+        products: np.ndarray | None = None,
     ) -> np.ndarray:
         """One score per candidate (higher = better); raises redis.RedisError when Redis is down.
 
-        `shopper`: the user's and session's rows if already read at `at` (the API reads them first).
+        `shopper`: the user's and session's rows if already read at `at` (the API reads them first);
+        `products`: the candidates' product rows if already read (the API's prefetch, see `Refresh`).
         """
         inputs = read_inputs(store, user_id=user_id, session_id=session_id, candidates=np.asarray(candidates, np.int64),
                              als_scores=np.asarray(als_scores, np.float32), at=time.time() if at is None else at,
-                             catalogue=catalogue, neighbours=neighbours, cache=self.cache, shopper=shopper)  # fmt: skip
+                             catalogue=catalogue, neighbours=neighbours, cache=self.cache, shopper=shopper,
+                             products=products)  # fmt: skip
         return self.model.score(candidate_features(inputs))

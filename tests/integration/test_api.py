@@ -217,13 +217,20 @@ class ReversingRanker:
 
     version = "fake-ranker"
     fail = False
-    cache = ProductFeatureCache()  # the API reads the candidates' stale product rows into it with the shopper
+    def __init__(self) -> None:
+        self.cache = ProductFeatureCache()  # the API reads the candidates' stale product rows into it with the shopper
+        self.given_products: list[bool] = []  # per call: did the API hand over the product rows?
 
-    def rerank(self, store, *, user_id, session_id, candidates, als_scores, at, catalogue, neighbours, shopper):
+    def rerank(self, store, *, user_id, session_id, candidates, als_scores, at, catalogue, neighbours, shopper,
+               products=None):  # fmt: skip
         assert candidates.dtype == np.int64 and len(candidates) == len(als_scores)
         assert len(neighbours.item_ids) and len(catalogue)
-        # the API hands over the user's rows it read at `at`: the ranker does not read them again
+        # the API hands over the user's rows it read at `at`: the ranker does not read them again ...
         assert shopper.user_2m == store.read(USER_2M, user_id, at)
+        # ... nor the candidates' product rows, when it read them along with the shopper
+        if products is not None:
+            assert np.array_equal(products, self.cache.plan(candidates, at, catalogue).block, equal_nan=True)
+        self.given_products.append(products is not None)
         if self.fail:
             raise RuntimeError("boom")
         return -np.asarray(als_scores, dtype=np.float64)
@@ -243,6 +250,7 @@ def test_ranker_reorders_the_als_candidates_and_a_failing_ranker_costs_only_the_
         user = world.known_user()
         body = recommendations(client, user, k=100)
         assert body["source"] == "ranker" and body["model_version"] == "fake-ranker" and body["fallbacks"] == []
+        assert ranker.given_products == [True]
         als = world.cands.item_product_ids[np.argsort(-(world.cands.item_factors @ world.cands.user_vector(user)), kind="stable")]
         pool = world.settings.api_candidate_pool  # the ranker reorders the whole pool; k are shown
         assert [item["product_id"] for item in body["items"]] == als[:pool][::-1][:100].tolist()
@@ -255,6 +263,7 @@ def test_ranker_reorders_the_als_candidates_and_a_failing_ranker_costs_only_the_
             ranker.cache = BrokenCache(broken)
             body = recommendations(client, user, k=5)
             assert body["source"] == "ranker" and body["fallbacks"] == [], broken
+            assert ranker.given_products[-1] is False  # the ranker reads its rows itself
 
 
 class BrokenCache(ProductFeatureCache):

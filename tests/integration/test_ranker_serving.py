@@ -37,10 +37,11 @@ CATALOGUE = Catalogue(product_catalogue(pa.Table.from_pylist(
     [live_click(1, int(p), at=0.0).model_dump() for p in PRODUCTS], schema=EVENT_SCHEMA)))  # fmt: skip
 
 
-def _inputs(store: OnlineStore, cache: ProductFeatureCache | None, at: float, shopper: Shopper | None = None):
+def _inputs(store: OnlineStore, cache: ProductFeatureCache | None, at: float, shopper: Shopper | None = None,
+            products: np.ndarray | None = None):  # fmt: skip
     return read_inputs(store, user_id=5, session_id="s5", candidates=PRODUCTS, als_scores=np.ones(4, np.float32), at=at,
                        catalogue=CATALOGUE, neighbours=item_neighbours(EMPTY, "also_viewed"), cache=cache,
-                       shopper=shopper)  # fmt: skip
+                       shopper=shopper, products=products)  # fmt: skip
 
 
 def _views_2m(inputs) -> list[float]:
@@ -132,15 +133,18 @@ def test_stale_rows_read_along_with_the_shopper_leave_the_ranker_nothing_to_read
     write_live(store, [live_click(5, p, at=now - 5 + i, session="s5") for i, p in enumerate([11, 12, 12, 13])])
     cache = ProductFeatureCache(1.0, 30.0)
     refresh = cache.plan(PRODUCTS, now, CATALOGUE)
-    assert len(refresh.reads) == len(PRODUCT_READS)  # nothing cached yet: every group of every product
+    assert len(refresh.reads) == len(PRODUCT_READS) and not refresh.filled  # nothing cached yet: every read
     shopper, replies = store.read_shopper_and(5, "s5", now, refresh.reads)  # one round trip
     assert shopper == store.read_shopper(5, "s5", now)
     block = refresh.fill(replies)
+    assert refresh.filled and refresh.block is block
     assert np.array_equal(block, _inputs(store, None, now).products, equal_nan=True)
     calls = _script_calls(store)
-    inputs = _inputs(store, cache, now, shopper)  # the ranker's own read, as in the API
+    assert _inputs(store, None, now, shopper, products=block).products is block  # the rows handed over, as in the API
+    inputs = _inputs(store, cache, now, shopper)  # or the ranker's own read
     assert _script_calls(store) == calls  # found every row fresh
     assert np.array_equal(inputs.products, block, equal_nan=True)
+    assert cache.plan(PRODUCTS, now + 0.5, CATALOGUE).filled  # nothing stale: filled from the start
     assert not cache.plan(PRODUCTS[:2], now + 0.5, CATALOGUE).reads  # and so does the next request
 
 
