@@ -68,3 +68,28 @@ def test_a_batch_of_many_calls_lands_whole(store: OnlineStore) -> None:
     sessions = store.read_many(SESSION_FEATURES, [f"many-{i}" for i in range(250)], now)
     assert [s and s["events"] for s in sessions] == [1] * 250
     assert store.is_bot(7_777) and not store.is_bot(1_249)
+
+
+def test_readers_late_in_a_slide_build_the_next_window_and_merges_keep_it_exact(store: OnlineStore) -> None:
+    now = time.time()
+    wend = bucket_for_read(PRODUCT_2M, now)  # the window a reader now gets ends here; the next one a slide later
+    slide = PRODUCT_2M.slide.total_seconds()
+    write_live(store, [live_click(5, 11, at=now - 30, session="s5"), live_click(6, 11, at=now - 1, session="s6")])
+    next_key = _combined_key(11, wend + 1)
+
+    store.read(PRODUCT_2M, 11, wend - slide + 0.1)  # early in the slide: the current window only
+    assert store.client.exists(_combined_key(11, now)) and not store.client.exists(next_key)
+    assert store.read(PRODUCT_2M, 11, wend - 0.1)["views"] == 2  # late in the slide (past every entity's point) ...
+    assert store.client.exists(next_key)  # ... the next window is built too
+
+    def fresh_combine() -> dict | None:
+        store.client.delete(next_key)
+        return store.read(PRODUCT_2M, 11, wend + 1)
+
+    kept = store.read(PRODUCT_2M, 11, wend + 1)
+    assert kept == fresh_combine() and kept["views"] == 2  # exactly what combining its panes gives
+    store.read(PRODUCT_2M, 11, wend - 0.1)  # built again ...
+    write_live(store, [live_click(7, 11, at=now - 0.5, session="s7", event_type="cart")])  # ... and a merge deletes it
+    assert not store.client.exists(next_key)
+    after = store.read(PRODUCT_2M, 11, wend + 1)
+    assert (after["views"], after["carts"], after["distinct_users"]) == (2, 1, 3) and after == fresh_combine()
