@@ -453,7 +453,8 @@ return bots
 # after every boundary would combine every entity at once (at the October-2019 scale,
 # 10,000 products: about 50 reads of 3-11 ms each in one second, stalling every reader).
 # The next window holds the current panes but the oldest, and the one starting at `end`;
-# a merge into any of them deletes it, as for the current window.
+# a merge into any of them deletes it, as for the current window. The current window's
+# `_next` field says the next one was built (readers ignore fields they do not know).
 _READ_WINDOWS = """
 local wend, slide, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local keep = ARGV[5] == '1'
@@ -546,17 +547,25 @@ end
 local out = {}
 for e = 7, #ARGV do
   local base, seen = ARGV[e], {}
-  local cached = keep and redis.call('HGETALL', base .. ':c:' .. string.format('%d', wend)) or {}
+  local key = base .. ':c:' .. string.format('%d', wend)
+  local cached = keep and redis.call('HGETALL', key) or {}
+  local ahead = false  -- the next window was built (and `_next` set) since this one was kept
   if #cached > 0 then
-    if #cached == 2 and cached[1] == '_empty' then out[#out + 1] = {} else out[#out + 1] = cached end
+    -- fields come back in the order they were set (a small hash): `_empty` first, `_next` last
+    ahead = cached[#cached - 1] == '_next'
+    if cached[1] == '_empty' then out[#out + 1] = {} else out[#out + 1] = cached end
   else
     local result = combine(base, wend, seen)
     if keep then kept(base, wend, result) end
     out[#out + 1] = result
   end
-  if keep and phase >= 0.25 + 0.7 * tonumber(string.sub(redis.sha1hex(base), 1, 4), 16) / 65536
-      and redis.call('EXISTS', base .. ':c:' .. string.format('%d', wend + slide)) == 0 then
-    kept(base, wend + slide, combine(base, wend + slide, seen))
+  -- the entity's point: 25% to 95% of the slide, from the last three characters of its key (its id)
+  if keep and not ahead and phase >= 0.25 then
+    local a, b, c = string.byte(base, -3, -1)
+    if phase >= 0.25 + 0.7 * ((a * 31 + b * 7 + c) % 97) / 96 then
+      kept(base, wend + slide, combine(base, wend + slide, seen))
+      redis.call('HSET', key, '_next', '1')
+    end
   end
 end
 return out

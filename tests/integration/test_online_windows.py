@@ -81,6 +81,9 @@ def test_readers_late_in_a_slide_build_the_next_window_and_merges_keep_it_exact(
     assert store.client.exists(_combined_key(11, now)) and not store.client.exists(next_key)
     assert store.read(PRODUCT_2M, 11, wend - 0.1)["views"] == 2  # late in the slide (past every entity's point) ...
     assert store.client.exists(next_key)  # ... the next window is built too
+    for _ in range(2):  # a product without events: missing, whether combined now or kept with its next window
+        assert store.read(PRODUCT_2M, 99, wend - 0.1) is None and store.read(PRODUCT_2M, 99, wend + 1) is None
+    assert store.client.exists(_combined_key(99, wend + 1))
 
     def fresh_combine() -> dict | None:
         store.client.delete(next_key)
