@@ -107,8 +107,8 @@ class ProductFeatureCache:
     and session features are always read). Each product's tiers expire on their own,
     after 75-100% of their period (drawn once per product): products read together,
     such as a user's candidates or everything after a start, come due at different
-    requests rather than all at once (at the October-2019 scale, all the day counters
-    expiring in the same second stalled the requests of that second for 100 ms and more).
+    requests rather than all at once, when the first requests to find them expired would
+    each read hundreds of rows.
     The rows sit in one array over the catalogue (a product's catalogue row is its
     slot): a few MB at the October-2019 scale. 0 seconds turns a tier's cache off.
 
