@@ -27,17 +27,15 @@ def _stale(cache: ProductFeatureCache, at: float) -> dict[str, int]:
     return {PRODUCT_TIERS[t].name: len(positions) for t, positions in refresh.stale}
 
 
-def test_products_read_together_come_due_spread_over_the_last_quarter_of_their_period() -> None:
+def test_each_tier_comes_due_after_its_own_period() -> None:
     cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
     _read_all(cache, AT)
-    assert _stale(cache, AT + 0.74) == {}  # no tier expires before 75% of its period ...
-    partly = _stale(cache, AT + 0.9)
-    assert set(partly) == {"two_minute"} and 0 < partly["two_minute"] < len(PRODUCTS)  # ... then some do ...
-    assert _stale(cache, AT + 1.0) == {"two_minute": len(PRODUCTS)}  # ... and all at the full period
-    assert _stale(cache, AT + 22.4) == {"two_minute": len(PRODUCTS)}
-    partly = _stale(cache, AT + 27.0)["hour_and_day"]
-    assert 0 < partly < len(PRODUCTS)
+    assert _stale(cache, AT + 0.99) == {}
+    assert _stale(cache, AT + 1.0) == {"two_minute": len(PRODUCTS)}  # the two-minute window after 1 s ...
+    assert _stale(cache, AT + 29.9) == {"two_minute": len(PRODUCTS)}  # ... the hour and day counters after 30 s
     assert _stale(cache, AT + 30.0) == {"two_minute": len(PRODUCTS), "hour_and_day": len(PRODUCTS)}
+    _read_all(cache, AT + 30.0)  # a refresh starts each product's period again
+    assert _stale(cache, AT + 30.5) == {}
 
 
 def test_a_row_read_for_this_very_time_always_serves_and_a_later_one_never_serves_earlier() -> None:
