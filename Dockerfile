@@ -15,12 +15,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Spark runs on a JVM: Debian's OpenJDK 17 runtime is enough (no compiler).
-# procps gives `ps`, which Spark's launch scripts call. The mkdir works around
+# Spark runs on a JVM: Debian's OpenJDK 17 runtime is enough (no Java compiler).
+# procps gives `ps`, which Spark's launch scripts call. gcc compiles the ranker's
+# trees to C when the API loads them (API_COMPILED_DIR; without it, XGBoost scores). The mkdir works around
 # JDK packages that expect man directories the slim image removed.
 RUN mkdir -p /usr/share/man/man1 \
     && apt-get update \
-    && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/* \
     && ln -s "$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")" /usr/lib/jvm/java-17
 ENV JAVA_HOME=/usr/lib/jvm/java-17

@@ -185,6 +185,7 @@ class Api:
             "LOG_LEVEL": "WARNING",  # no access log line per request
             "API_WORKERS": str(self.workers),
             "API_FACTOR_DIR": str(self.log_path.parent / "api-factors"),
+            "API_COMPILED_DIR": str(self.log_path.parent / "api-compiled"),
         }
         started = time.perf_counter()
         with self.log_path.open("ab") as log_file:

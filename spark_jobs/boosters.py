@@ -7,10 +7,16 @@ it (DESIGN principle 1: the API refuses to start on a mismatch).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import hashlib
+import io
 import json
+import logging
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +28,8 @@ except ImportError:  # another layout: DensePredictor falls back to inplace_pred
     _LIB = None
 
 from feature_store.artifacts import Artifacts
+
+log = logging.getLogger(__name__)
 
 
 class FeatureMismatch(ValueError):
@@ -98,3 +106,93 @@ class DensePredictor:
         out_shape = tuple(int(shape[i]) for i in range(dims.value))
         # the library's buffer is reused by the thread's next prediction: copied out
         return np.ctypeslib.as_array(out, out_shape).copy()
+
+
+class CompiledPredictor:
+    """The booster's trees compiled to C (Treelite reads them, TL2cgen writes and builds the code): the same
+    predictions as `DensePredictor`, in less time.
+
+    XGBoost walks its trees as data; the compiled library has each tree as nested
+    comparisons in machine code. Measured on the ranker's trees (100 of depth 4)
+    scoring 200 rows: 416 against 747 us per call, and 17% more requests/s from the
+    API (bench/README). `build` makes the library once per model in a directory
+    (named by a hash of the model and of the compiler's versions: the API's workers
+    and its restarts reuse it) and checks it against XGBoost before it serves.
+    Needs a C compiler (gcc) where the model is loaded.
+    """
+
+    #: -O1: as fast as -O2 and -O3 on these trees (measured), in half the build time of -O2
+    _OPTIONS = ("-O1", "-fPIC")
+
+    def __init__(self, library: Path) -> None:
+        import tl2cgen
+
+        self.library = library
+        self._tl2cgen = tl2cgen
+        self._predictor = tl2cgen.Predictor(str(library), nthread=1)  # one request = one small matrix
+        self._lock = threading.Lock()  # one predictor object: calls take turns (uncontended on the event loop)
+
+    @classmethod
+    def build(cls, booster: xgb.Booster, directory: Path) -> CompiledPredictor:
+        """The compiled `booster`, built in `directory` unless an earlier build is there; raises if it cannot be built
+        (no compiler, no TL2cgen) or predicts differently from XGBoost."""
+        import tl2cgen
+        import treelite
+
+        model_json = bytes(booster.save_raw("json"))
+        key = hashlib.sha256(b"\0".join([model_json, tl2cgen.__version__.encode(), treelite.__version__.encode(),
+                                          " ".join(cls._OPTIONS).encode()])).hexdigest()[:20]  # fmt: skip
+        library = Path(directory) / f"trees-{key}.so"
+        if not library.exists():
+            library.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=library.parent) as scratch, _quiet() as said:
+                built = Path(scratch) / library.name
+                tl2cgen.export_lib(treelite.frontend.from_xgboost(booster), toolchain="gcc", libpath=str(built),
+                                   params={"parallel_comp": 1}, nthread=1, options=list(cls._OPTIONS))  # fmt: skip
+                built.replace(library)  # atomic: another worker building the same model meanwhile is harmless
+            log.info("compiled the trees to %s", library)
+            log.debug("TL2cgen printed: %s", said())
+        with _quiet():
+            predictor = cls(library)
+        predictor.check(booster)
+        return predictor
+
+    def check(self, booster: xgb.Booster, rows: int = 500) -> None:
+        """Raise ValueError unless this library predicts what XGBoost does on a probe of varied values and gaps."""
+        rng = np.random.default_rng(0)
+        probe = rng.normal(size=(rows, booster.num_features())) * rng.choice([0.1, 1.0, 100.0, 1e4], size=(rows, 1))
+        probe[rng.random(probe.shape) < 0.2] = np.nan
+        probe = probe.astype(np.float32)
+        expected = booster.inplace_predict(probe, validate_features=False)
+        got = self(probe)
+        if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-5, atol=1e-5):
+            raise ValueError(f"{self.library} predicts differently from XGBoost (largest difference "
+                             f"{np.nanmax(np.abs(got - expected)) if got.shape == expected.shape else got.shape})")  # fmt: skip
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        """One float32 prediction per row of `matrix` (rows x features; NaN is missing), a new array."""
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        data = self._tl2cgen.DMatrix(matrix, dtype="float32", missing=np.nan)
+        with self._lock:
+            out = self._predictor.predict(data)
+        return np.asarray(out, np.float32).reshape(len(matrix))
+
+
+def fast_predictor(booster: xgb.Booster, compiled_dir: Path | None) -> Callable[[np.ndarray], np.ndarray]:
+    """The compiled trees (`CompiledPredictor`) when `compiled_dir` is given and they build, else `DensePredictor`."""
+    if compiled_dir is not None:
+        try:
+            return CompiledPredictor.build(booster, compiled_dir)
+        except Exception as error:  # no gcc, no TL2cgen, a failed check: slower, not broken
+            log.warning("scoring with XGBoost's own predictor: compiling the trees failed (%s: %s); "
+                        "install gcc to compile them, or set API_COMPILED_DIR= (empty) to skip this",
+                        type(error).__name__, (str(error).strip().splitlines() or [""])[-1])  # fmt: skip
+    return DensePredictor(booster)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[Callable[[], str]]:
+    """Capture what is printed meanwhile (TL2cgen prints its log lines; one is a version note on every build)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield lambda: " ".join(line.strip() for line in buffer.getvalue().splitlines() if line.strip())

@@ -74,6 +74,7 @@ def native_settings(run_dir: Path, **overrides: object) -> Settings:
         "artifacts_url": f"file://{run_dir / 'data' / 'artifacts'}",
         "lake_url": f"file://{run_dir / 'data' / 'lake'}",
         "checkpoint_dir": run_dir / "data" / "checkpoints",
+        "api_compiled_dir": run_dir / "data" / "api-compiled",
     }
     return Settings(_env_file=None, **{**values, **overrides})
 

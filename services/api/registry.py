@@ -425,7 +425,8 @@ def _load_ranker(artifacts: Artifacts, version: str, settings: Settings) -> Any:
 
     try:
         return Ranker.load(artifacts, version, product_cache_seconds=settings.api_product_cache_seconds,
-                           product_cache_long_seconds=settings.api_product_cache_long_seconds)  # fmt: skip
+                           product_cache_long_seconds=settings.api_product_cache_long_seconds,
+                           compiled_dir=settings.api_compiled_dir)  # fmt: skip
     except FeatureMismatch as error:
         raise ModelMismatch(f"ranker {version}: {error}") from error
 

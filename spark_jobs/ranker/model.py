@@ -11,16 +11,17 @@ in the horizon (candidate or not), as `spark_jobs.evaluation.metrics` defines.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xgboost as xgb
 
 from feature_store.artifacts import Artifacts
-from spark_jobs.boosters import DensePredictor, check_features, load_booster, publish_booster
+from spark_jobs.boosters import CompiledPredictor, DensePredictor, check_features, fast_predictor, load_booster, publish_booster
 from spark_jobs.evaluation.metrics import evaluate_lists
 from spark_jobs.ranker.dataset import Query
 from spark_jobs.ranker.features import FEATURES
@@ -72,7 +73,17 @@ class RankerModel:
 
     def __post_init__(self) -> None:
         check_features(self.features, FEATURES, f"ranker {self.version or ''} (`clickrec train ranker`)")
-        self._predict = DensePredictor(self.booster)
+        self._predict: Callable[[np.ndarray], np.ndarray] = DensePredictor(self.booster)
+
+    @property
+    def compiled(self) -> bool:
+        """True when scoring runs through the trees compiled to C (see `compile_trees`)."""
+        return isinstance(self._predict, CompiledPredictor)
+
+    def compile_trees(self, directory: Path) -> None:
+        """From now on, score with the trees compiled to C in `directory` (`boosters.CompiledPredictor`),
+        or on with XGBoost's predictor when they cannot be built (logged)."""
+        self._predict = fast_predictor(self.booster, directory)
 
     def score(self, matrix: np.ndarray) -> np.ndarray:
         """One score per row of a `candidate_features` matrix (higher = better)."""
@@ -154,8 +165,12 @@ def publish(model: RankerModel, artifacts: Artifacts, extra: Mapping[str, Any] |
     return model.version
 
 
-def load(artifacts: Artifacts, version: str | None = None) -> RankerModel:
-    """The ranker of `version` (default LATEST); FeatureMismatch when it was trained on other features."""
+def load(artifacts: Artifacts, version: str | None = None, *, compiled_dir: Path | None = None) -> RankerModel:
+    """The ranker of `version` (default LATEST); FeatureMismatch when it was trained on other features.
+    With `compiled_dir`, it scores with its trees compiled to C there (`RankerModel.compile_trees`)."""
     booster, manifest, version = load_booster(artifacts, KIND, version, model_file=MODEL_FILE, manifest_file=MANIFEST_FILE)
-    return RankerModel(booster=booster, features=tuple(manifest["features"]), params=manifest["params"],
-                       metrics=manifest["metrics"], version=version)  # fmt: skip
+    model = RankerModel(booster=booster, features=tuple(manifest["features"]), params=manifest["params"],
+                        metrics=manifest["metrics"], version=version)  # fmt: skip
+    if compiled_dir is not None:
+        model.compile_trees(compiled_dir)
+    return model

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -232,9 +233,11 @@ class Ranker:
 
     @classmethod
     def load(cls, artifacts: Artifacts, version: str | None = None, *, product_cache_seconds: float = 1.0,
-             product_cache_long_seconds: float = 30.0) -> Ranker:  # fmt: skip
-        """The latest (or given) ranker version; ArtifactNotFound when none, FeatureMismatch when stale."""
-        return cls(ranker_model.load(artifacts, version), ProductFeatureCache(product_cache_seconds, product_cache_long_seconds))
+             product_cache_long_seconds: float = 30.0, compiled_dir: Path | None = None) -> Ranker:  # fmt: skip
+        """The latest (or given) ranker version; ArtifactNotFound when none, FeatureMismatch when stale.
+        With `compiled_dir`, its trees are compiled to C there (see `boosters.CompiledPredictor`)."""
+        return cls(ranker_model.load(artifacts, version, compiled_dir=compiled_dir),
+                   ProductFeatureCache(product_cache_seconds, product_cache_long_seconds))
 
     def rerank(
         self,

@@ -104,6 +104,7 @@ def test_a_live_cart_event_changes_the_users_recommendations_within_seconds(spar
         with TestClient(create_app(settings)) as client:
             before = client.get(url.replace("k=10", "k=50")).json()
             assert before["source"] == "ranker", before
+            assert client.get("/ready").json()["artifacts"]["ranker"]["scoring"] == "compiled trees"
             top = _items(before)[:10]
             # cart a product the ranker put outside the top 10
             product = _items(before)[20]

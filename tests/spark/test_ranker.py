@@ -130,3 +130,11 @@ def test_the_job_publishes_a_ranker_that_scores_candidates_from_redis(spark, sta
                            als_scores=np.linspace(1, 0, 30).astype(np.float32), at=end.timestamp(),
                            catalogue=side.catalogue, neighbours=side.neighbours)  # fmt: skip
     assert scores.shape == (30,) and np.isfinite(scores).all() and len(set(scores.tolist())) > 1
+
+    # the API's way: the trees compiled to C score the same
+    compiled = Ranker.load(artifacts, compiled_dir=tmp_path / "compiled")
+    assert compiled.model.compiled and not ranker.model.compiled
+    again = compiled.rerank(store, user_id=some_user, session_id=None, candidates=candidates,
+                            als_scores=np.linspace(1, 0, 30).astype(np.float32), at=end.timestamp(),
+                            catalogue=side.catalogue, neighbours=side.neighbours)  # fmt: skip
+    np.testing.assert_allclose(again, scores, rtol=1e-5, atol=1e-5)
