@@ -17,10 +17,11 @@ CLICKREC := $(BIN)/clickrec
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-system-deps: ## Install the system packages the native stack and tests need (redis-server, a JDK for Spark, chromium)
+system-deps: ## Install the system packages the native stack and tests need (redis-server, a JDK for Spark, gcc, chromium)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v gcc >/dev/null || missing="$$missing gcc"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if command -v apt-get >/dev/null; then \

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import io
 import json
 import logging
+import os
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -145,15 +146,13 @@ class CompiledPredictor:
         library = Path(directory) / f"trees-{key}.so"
         if not library.exists():
             library.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=library.parent) as scratch, _quiet() as said:
+            with tempfile.TemporaryDirectory(dir=library.parent) as scratch, _without_build_notes():
                 built = Path(scratch) / library.name
                 tl2cgen.export_lib(treelite.frontend.from_xgboost(booster), toolchain="gcc", libpath=str(built),
-                                   params={"parallel_comp": 1}, nthread=1, options=list(cls._OPTIONS))  # fmt: skip
+                                   nthread=1, options=list(cls._OPTIONS))  # fmt: skip
                 built.replace(library)  # atomic: another worker building the same model meanwhile is harmless
             log.info("compiled the trees to %s", library)
-            log.debug("TL2cgen printed: %s", said())
-        with _quiet():
-            predictor = cls(library)
+        predictor = cls(library)
         predictor.check(booster)
         return predictor
 
@@ -190,9 +189,35 @@ def fast_predictor(booster: xgb.Booster, compiled_dir: Path | None) -> Callable[
     return DensePredictor(booster)
 
 
+#: What every build writes: TL2cgen's note on source files, and its own copy of Treelite's (older than the
+#: one that reads XGBoost's model) note on versions
+_BUILD_NOTES = ("Parallel compilation", "originated from a newer Treelite version", "Currently running Treelite version",
+                "The model checkpoint was generated from Treelite version")  # fmt: skip
+
+
 @contextlib.contextmanager
-def _quiet() -> Iterator[Callable[[], str]]:
-    """Capture what is printed meanwhile (TL2cgen prints its log lines; one is a version note on every build)."""
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        yield lambda: " ".join(line.strip() for line in buffer.getvalue().splitlines() if line.strip())
+def _without_build_notes() -> Iterator[None]:
+    """Run a TL2cgen build without its `_BUILD_NOTES` on the terminal (some come from C++, not Python).
+
+    Both output descriptors go to a file meanwhile, so that anything else written in
+    those seconds, by C or by another thread, is copied back out afterwards.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            kept = [line for line in sink.read().decode(errors="replace").splitlines(keepends=True)
+                    if not any(note in line for note in _BUILD_NOTES)]  # fmt: skip
+            sys.stderr.write("".join(kept))
