@@ -166,6 +166,7 @@ class Api:
     settings: Settings
     log_path: Path
     workers: int = 1
+    env: dict[str, str] = field(default_factory=dict)  #: more environment for the API (over the defaults)
     proc: subprocess.Popen | None = None
     port: int = 0
     startup_s: float = 0.0
@@ -186,6 +187,7 @@ class Api:
             "API_WORKERS": str(self.workers),
             "API_FACTOR_DIR": str(self.log_path.parent / "api-factors"),
             "API_COMPILED_DIR": str(self.log_path.parent / "api-compiled"),
+            **self.env,
         }
         started = time.perf_counter()
         with self.log_path.open("ab") as log_file:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import json
 import logging
@@ -144,14 +145,16 @@ class CompiledPredictor:
         key = hashlib.sha256(b"\0".join([model_json, tl2cgen.__version__.encode(), treelite.__version__.encode(),
                                           " ".join(cls._OPTIONS).encode()])).hexdigest()[:20]  # fmt: skip
         library = Path(directory) / f"trees-{key}.so"
-        if not library.exists():
-            library.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=library.parent) as scratch, _without_build_notes():
-                built = Path(scratch) / library.name
-                tl2cgen.export_lib(treelite.frontend.from_xgboost(booster), toolchain="gcc", libpath=str(built),
-                                   nthread=1, options=list(cls._OPTIONS))  # fmt: skip
-                built.replace(library)  # atomic: another worker building the same model meanwhile is harmless
-            log.info("compiled the trees to %s", library)
+        library.parent.mkdir(parents=True, exist_ok=True)
+        with open(library.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # the API's workers load the same model at once: one builds, the rest wait
+            if not library.exists():
+                with tempfile.TemporaryDirectory(dir=library.parent) as scratch, _without_build_notes():
+                    built = Path(scratch) / library.name
+                    tl2cgen.export_lib(treelite.frontend.from_xgboost(booster), toolchain="gcc", libpath=str(built),
+                                       nthread=1, options=list(cls._OPTIONS))  # fmt: skip
+                    built.replace(library)  # whole or not at all, should the process die meanwhile
+                log.info("compiled the trees to %s", library)
         predictor = cls(library)
         predictor.check(booster)
         return predictor

@@ -83,7 +83,8 @@ def test_a_model_is_compiled_once_and_another_model_apart(tmp_path: Path) -> Non
     assert again.library == first.library and again.library.stat().st_mtime_ns == built
     other = CompiledPredictor.build(booster("binary:logistic")[0], tmp_path)
     assert other.library != first.library
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.library.name, other.library.name])  # no scratch left
+    assert sorted(p.name for p in tmp_path.glob("*.so")) == sorted([first.library.name, other.library.name])
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no scratch left
     np.testing.assert_allclose(again(x[:50]), ranking.inplace_predict(x[:50], validate_features=False), rtol=1e-5, atol=1e-6)
 
 
@@ -104,6 +105,15 @@ def test_without_a_compiler_xgboost_scores(tmp_path: Path, monkeypatch: pytest.M
     assert "compiling the trees failed" in caplog.text and "API_COMPILED_DIR" in caplog.text
     assert fast_predictor(trained, None).__class__ is DensePredictor  # no directory: not even tried
     np.testing.assert_array_equal(predict(x[:10]), trained.inplace_predict(x[:10], validate_features=False))
+
+
+def test_workers_loading_one_model_at_once_build_it_once(tmp_path: Path, caplog) -> None:
+    trained, x = booster("rank:ndcg", qid=np.repeat(np.arange(6), 100))
+    with caplog.at_level(logging.INFO, logger="spark_jobs.boosters"), ThreadPoolExecutor(3) as pool:
+        built = list(pool.map(lambda _: CompiledPredictor.build(trained, tmp_path), range(3)))
+    assert len({p.library for p in built}) == 1 and caplog.text.count("compiled the trees") == 1
+    for predict in built:
+        np.testing.assert_allclose(predict(x[:20]), trained.inplace_predict(x[:20], validate_features=False), rtol=1e-5, atol=1e-6)
 
 
 def test_compiled_trees_answer_each_thread(tmp_path: Path) -> None:
