@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
     api_compiled_dir: Path | None = Field(
         PROJECT_ROOT / "data" / "api-compiled",
-        description="Where the API compiles the ranker's trees to C (needs gcc; 17% more requests/s); empty: XGBoost scores them.",
+        description="Where the API compiles the ranker's trees to C (needs gcc; about 13% less CPU per request); empty: XGBoost scores them.",
     )
     api_recent_users: int = Field(
         20_000, ge=0, description="Users whose top ALS candidates each API worker keeps (about 2.5 KB each; 0 = none)."

@@ -116,11 +116,11 @@ class CompiledPredictor:
 
     XGBoost walks its trees as data; the compiled library has each tree as nested
     comparisons in machine code. Measured on the ranker's trees (100 of depth 4)
-    scoring 200 rows: 416 against 747 us per call, and 17% more requests/s from the
-    API (bench/README). `build` makes the library once per model in a directory
-    (named by a hash of the model and of the compiler's versions: the API's workers
-    and its restarts reuse it) and checks it against XGBoost before it serves.
-    Needs a C compiler (gcc) where the model is loaded.
+    scoring 200 rows: 347 against 500 us per call, and 13-14% less CPU per API
+    request (README, the API benchmark). `build` makes the library once per model in
+    a directory (named by a hash of the model and of the compiler's versions: the
+    API's workers and its restarts reuse it) and checks it against XGBoost before it
+    serves. Needs a C compiler (gcc) where the model is loaded.
     """
 
     #: -O1: as fast as -O2 and -O3 on these trees (measured), in half the build time of -O2

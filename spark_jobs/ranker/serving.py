@@ -106,14 +106,9 @@ class ProductFeatureCache:
     five reads of every product). A request at time `at` may
     get a tier read up to that long before `at`, even across a window boundary (user
     and session features are always read). Each product's tiers expire on their own,
-    a period after they were read. A request that must read a tier anyway also reads
-    again its products' rows of that tier past `ahead` (half) of their period: where
-    requests share products, their rows otherwise come due a few at a time, and each
-    read of a handful of rows costs most of what a read of 200 does. (Measured in
-    process at 350 requests/s, small scale: 12% of requests read instead of 36-62%,
-    6-19% less time per request. Spreading the expiry to 75-100% of the period, drawn
-    per product, did the opposite and made one client's p50 at the October-2019 scale
-    worse, 2.2-2.3 -> 2.8-3.3 ms.)
+    a period after they were read. (Spreading that to 75-100% of the period, drawn per
+    product, made one client's p50 at the October-2019 scale worse, 2.2-2.3 -> 2.8-3.3 ms: more
+    requests paid for partial refreshes.)
     The rows sit in one array over the catalogue (a product's catalogue row is its
     slot): a few MB at the October-2019 scale. 0 seconds turns a tier's cache off.
 
@@ -121,10 +116,9 @@ class ProductFeatureCache:
     into a round trip it makes anyway (the API's read of the shopper).
     """
 
-    def __init__(self, seconds: float = 1.0, long_seconds: float = 30.0, ahead: float = 0.5) -> None:
+    def __init__(self, seconds: float = 1.0, long_seconds: float = 30.0) -> None:
         self.seconds = seconds
         self.long_seconds = long_seconds
-        self.ahead = ahead
         self._max_age = np.array([{"two_minute": seconds, "hour_and_day": long_seconds}[t.name] for t in PRODUCT_TIERS])
         self._columns = [np.array([PRODUCT_FEATURES.index(f) for f in tier.features]) for tier in PRODUCT_TIERS]
         self._catalogue: Catalogue | None = None
@@ -151,12 +145,8 @@ class ProductFeatureCache:
             age = at - self._read_for[safe]  # products x tiers
             # never a tier read for a later time; one read for this very time always serves (even uncached)
             fresh = cached[:, None] & (age >= 0) & ((age < self._max_age) | (age == 0))
-            due = fresh & (age > 0) & (age >= self._max_age * self.ahead)
             block = self._values[safe]  # a copy: tiers read below are filled in
-        stale = []
-        for t in range(len(PRODUCT_TIERS)):
-            if not fresh[:, t].all():  # a tier read anyway takes its due rows along (see `ahead`)
-                stale.append((t, np.flatnonzero(~fresh[:, t] | due[:, t])))
+        stale = [(t, positions) for t in range(len(PRODUCT_TIERS)) if len(positions := np.flatnonzero(~fresh[:, t]))]
         reads = _tier_reads(at, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in stale])
         return Refresh(products, at, catalogue, slots, block, stale, reads, self, filled=not reads)
 

@@ -46,22 +46,3 @@ def test_a_row_read_for_this_very_time_always_serves_and_a_later_one_never_serve
     off = ProductFeatureCache(seconds=0.0, long_seconds=0.0)  # caching turned off: only the same instant serves
     _read_all(off, AT)
     assert _stale(off, AT) == {} and _stale(off, AT + 0.001) == {"two_minute": len(PRODUCTS), "hour_and_day": len(PRODUCTS)}
-
-
-def _read(cache: ProductFeatureCache, products: np.ndarray, at: float) -> None:
-    refresh = cache.plan(products, at, CATALOGUE)
-    refresh.fill([[None] * len(ids) for _, ids, _ in refresh.reads])
-
-
-def test_a_tier_read_anyway_takes_along_the_rows_past_half_their_period() -> None:
-    first, second = PRODUCTS[:200], PRODUCTS[200:]
-    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)  # ahead=0.5 by default
-    _read(cache, first, AT)
-    _read(cache, second, AT + 0.6)  # the second half first read later: its rows are younger
-    assert _stale(cache, AT + 0.99) == {}  # everything still fresh: nothing read, however due
-    assert _stale(cache, AT + 1.0) == {"two_minute": 200}  # the first half is stale; the second only 0.4 s old
-    assert _stale(cache, AT + 1.15) == {"two_minute": 400}  # ... and 0.55 s old rows go along with the stale ones
-    late = ProductFeatureCache(seconds=1.0, long_seconds=30.0, ahead=1.0)  # no reading ahead: stale rows only
-    _read(late, first, AT)
-    _read(late, second, AT + 0.6)
-    assert _stale(late, AT + 1.15) == {"two_minute": 200}
