@@ -231,6 +231,11 @@ class Ranker:
     def version(self) -> str:
         return self.model.version or "unversioned"
 
+    @property
+    def compiled(self) -> bool:
+        """True when the trees run compiled to C (see `boosters.CompiledPredictor`)."""
+        return self.model.compiled
+
     @classmethod
     def load(cls, artifacts: Artifacts, version: str | None = None, *, product_cache_seconds: float = 1.0,
              product_cache_long_seconds: float = 30.0, compiled_dir: Path | None = None) -> Ranker:  # fmt: skip

@@ -133,7 +133,7 @@ def test_the_job_publishes_a_ranker_that_scores_candidates_from_redis(spark, sta
 
     # the API's way: the trees compiled to C score the same
     compiled = Ranker.load(artifacts, compiled_dir=tmp_path / "compiled")
-    assert compiled.model.compiled and not ranker.model.compiled
+    assert compiled.compiled and not ranker.compiled
     again = compiled.rerank(store, user_id=some_user, session_id=None, candidates=candidates,
                             als_scores=np.linspace(1, 0, 30).astype(np.float32), at=end.timestamp(),
                             catalogue=side.catalogue, neighbours=side.neighbours)  # fmt: skip

@@ -86,8 +86,9 @@ def ready(request: Request, registry: RegistryDep, store: StoreDep, settings: Se
         kind: {"version": status.loaded, "latest": status.latest, "loaded_at": status.loaded_at, "error": status.error}
         for kind, status in registry.status.items()
     }
-    if snapshot.ranker is not None and "ranker" in artifacts:
-        artifacts["ranker"]["scoring"] = "compiled trees" if snapshot.ranker.model.compiled else "xgboost"
+    compiled = getattr(snapshot.ranker, "compiled", None)  # None: no ranker loaded (or a stand-in without trees)
+    if compiled is not None and "ranker" in artifacts:
+        artifacts["ranker"]["scoring"] = "compiled trees" if compiled else "xgboost"
     serving = snapshot.candidates is not None
     degraded = not all(c["ok"] for c in checks.values()) or any(a["error"] for a in artifacts.values())
     state = "unavailable" if not serving else "degraded" if degraded else "ready"
