@@ -281,6 +281,23 @@ def _window_spec(group: FeatureGroup) -> tuple[str, list[Encoder]]:
     return " ".join(tokens + derived), encoders
 
 
+
+#: `_read_spec`'s answers by group name (with the group they were built for).
+_READ_SPECS: dict[str, tuple[FeatureGroup, tuple[int, int, str]]] = {}
+
+
+def _read_spec(group: FeatureGroup) -> tuple[int, int, str]:
+    """(slide seconds, panes in a window, spec) of a sliding group, as `_READ_WINDOWS` takes them.
+
+    Built once per group: every API request reads a sliding group, and building the spec
+    took 14 µs each time (kept by name: hashing the frozen group alone takes 3 µs).
+    """
+    cached = _READ_SPECS.get(group.name)
+    if cached is None or cached[0] is not group:
+        slide, panes = _panes_per_window(group)
+        cached = _READ_SPECS[group.name] = (group, (slide, panes, _window_spec(group)[0]))
+    return cached[1]
+
 # Every merge below is guarded: a hash remembers in `_batch` the last
 # `<writer>:<batch id>` applied to it and a batch is never applied twice (a micro-batch
 # that Spark re-runs after a crash finds its own id there). Scripts take many rows per
@@ -913,8 +930,7 @@ class OnlineStore:
             for first in range(0, len(entity_ids), _ROWS_PER_CALL):
                 chunk = entity_ids[first : first + _ROWS_PER_CALL]
                 if group.window is Window.SLIDING:
-                    slide, windows = _panes_per_window(group)
-                    spec, _ = _window_spec(group)
+                    slide, windows, spec = _read_spec(group)
                     keys = [_base_key(group, e) for e in chunk]
                     pipe.evalsha(self._read_windows.sha, 0, bucket_for_read(group, at), slide, windows, spec,
                                  int(group.name in KEPT_COMBINED), repr(at), *keys)  # fmt: skip

@@ -139,6 +139,8 @@ class _Request:
         self.taste = rec.Taste.from_profile(signals.profile if signals else None)
         self._als: tuple[np.ndarray, np.ndarray] | None = None
         self._als_rows: np.ndarray | None = None  #: the prefetched product rows of `_als`' candidates
+        self._als_slots: np.ndarray | None = None  #: and their catalogue rows
+        self._described: tuple[np.ndarray, list[dict[str, Any] | None]] | None = None  #: see `describe`
 
     # --- helpers ---------------------------------------------------------------
 
@@ -165,15 +167,21 @@ class _Request:
             self._als = (ids[kept], scores[kept])
             prefetch = self.prefetch
             if prefetch is not None and prefetch.filled and np.array_equal(prefetch.products, ids):
-                self._als_rows = prefetch.block[kept]
+                self._als_rows, self._als_slots = prefetch.block[kept], prefetch.slots[kept]
         if not len(self._als[0]):
             raise Skip(SkipReason.EMPTY, "no ALS candidate left after the filters")
         return self._als
 
+    def describe(self, product_ids: np.ndarray) -> list[dict[str, Any] | None]:
+        """`describe_many`, kept for the answer: the personal steps describe the very products they answer with."""
+        if self._described is None or not np.array_equal(self._described[0], product_ids):
+            self._described = (product_ids, self.cands.describe_many(product_ids))
+        return self._described[1]
+
     def _personal_ranked(self, ids: np.ndarray, scores: np.ndarray) -> Ranked:
         # The chain answers with the first k: reasons for the other candidates would be thrown away.
         ids, scores = ids[: self.k], scores[: self.k]
-        infos = self.cands.describe_many(ids)
+        infos = self.describe(ids)
         return Ranked(ids, scores, tuple(rec.personal_reason(info, self.taste) for info in infos))
 
     # --- the steps -----------------------------------------------------------------
@@ -188,7 +196,7 @@ class _Request:
                 self.store, user_id=self.user_id, session_id=self.session_id, candidates=ids,
                 als_scores=als_scores, at=self.at, catalogue=self.cands.catalogue,
                 neighbours=self.cands.neighbours[SESSION_NEIGHBOURS], shopper=self._personal().shopper,
-                products=self._als_rows,
+                products=self._als_rows, catalogue_rows=self._als_slots,
             )  # fmt: skip
         except (redis.RedisError, pybreaker.CircuitBreakerError) as error:
             raise Skip(SkipReason.ONLINE_STORE_DOWN, str(error)) from None
@@ -312,7 +320,7 @@ def recommend(
     for skipped in answer.skipped:
         metrics.fallbacks.labels(source=skipped.source.value, reason=skipped.reason.value).inc()
     ranked = answer.ranked
-    infos = snapshot.candidates.describe_many(ranked.product_ids)
+    infos = request.describe(ranked.product_ids)
     items = [
         RecommendedItem(
             product_id=int(pid), score=float(score), reason=reason,

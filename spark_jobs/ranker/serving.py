@@ -157,7 +157,8 @@ class ProductFeatureCache:
         wanted = [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in refresh.stale]
         for (t, positions), rows in zip(refresh.stale, _tier_rows(wanted, replies)):
             columns = self._columns[t]
-            block[np.ix_(positions, columns)] = product_features(products[positions], refresh.catalogue, rows)[:, columns]
+            features = product_features(products[positions], refresh.catalogue, rows, slots[positions])
+            block[np.ix_(positions, columns)] = features[:, columns]
         with self._lock:
             if refresh.catalogue is self._catalogue:
                 for t, positions in refresh.stale:
@@ -196,12 +197,14 @@ def read_inputs(
     cache: ProductFeatureCache | None = None,
     shopper: Shopper | None = None,
     products: np.ndarray | None = None,
+    catalogue_rows: np.ndarray | None = None,
 ) -> RankInputs:
     """Everything `candidate_features` needs, read from Redis in at most one round trip (`OnlineStore.read_groups`).
 
     The product rows come from `cache` when it holds them fresh (see ProductFeatureCache),
     or from `products` (the candidates' `product_features` rows) when the caller has them;
-    the user's and session's rows from `shopper` when the caller has read them at `at`.
+    the user's and session's rows from `shopper` when the caller has read them at `at`;
+    `catalogue_rows`: the candidates' catalogue rows, when the caller has looked them up.
     """
     cache = cache or ProductFeatureCache(0, 0)
     user_reads: list[Read] = []
@@ -217,7 +220,7 @@ def read_inputs(
         shopper = Shopper(profile=profile, user_2m=user_2m, session=session[0] if session else None)
     return RankInputs(at=at, candidates=candidates, als_scores=als_scores, user_2m=shopper.user_2m,
                       session=shopper.session, profile=shopper.profile, catalogue=catalogue, neighbours=neighbours,
-                      products=products)  # fmt: skip
+                      products=products, catalogue_rows=catalogue_rows)  # fmt: skip
 
 
 @dataclass(eq=False)
@@ -257,14 +260,16 @@ class Ranker:
         neighbours: ItemNeighbours,
         shopper: Shopper | None = None,
         products: np.ndarray | None = None,
+        catalogue_rows: np.ndarray | None = None,
     ) -> np.ndarray:
         """One score per candidate (higher = better); raises redis.RedisError when Redis is down.
 
         `shopper`: the user's and session's rows if already read at `at` (the API reads them first);
-        `products`: the candidates' product rows if already read (the API's prefetch, see `Refresh`).
+        `products`, `catalogue_rows`: the candidates' product rows and catalogue rows if already read
+        (the API's prefetch, see `Refresh`).
         """
         inputs = read_inputs(store, user_id=user_id, session_id=session_id, candidates=np.asarray(candidates, np.int64),
                              als_scores=np.asarray(als_scores, np.float32), at=time.time() if at is None else at,
                              catalogue=catalogue, neighbours=neighbours, cache=self.cache, shopper=shopper,
-                             products=products)  # fmt: skip
+                             products=products, catalogue_rows=catalogue_rows)  # fmt: skip
         return self.model.score(candidate_features(inputs))

@@ -222,7 +222,7 @@ class ReversingRanker:
         self.given_products: list[bool] = []  # per call: did the API hand over the product rows?
 
     def rerank(self, store, *, user_id, session_id, candidates, als_scores, at, catalogue, neighbours, shopper,
-               products=None):  # fmt: skip
+               products=None, catalogue_rows=None):  # fmt: skip
         assert candidates.dtype == np.int64 and len(candidates) == len(als_scores)
         assert len(neighbours.item_ids) and len(catalogue)
         # the API hands over the user's rows it read at `at`: the ranker does not read them again ...
@@ -230,6 +230,7 @@ class ReversingRanker:
         # ... nor the candidates' product rows, when it read them along with the shopper
         if products is not None:
             assert np.array_equal(products, self.cache.plan(candidates, at, catalogue).block, equal_nan=True)
+            assert np.array_equal(catalogue_rows, catalogue.index_of(candidates))  # and their catalogue rows
         self.given_products.append(products is not None)
         if self.fail:
             raise RuntimeError("boom")

@@ -114,6 +114,23 @@ def test_per_candidate_inputs_must_align() -> None:
         _inputs(products=np.zeros((2, len(PRODUCT_FEATURES)), np.float32))
 
 
+def test_catalogue_rows_given_by_the_caller_give_the_same_features() -> None:
+    profile = user_profiles(_history(), T0 + timedelta(hours=1)).set_index("entity_id").loc[3].to_dict()
+    plain = _inputs(profile=profile, user_2m={"last_category": None, "mean_view_price": 10.0})
+    rows = plain.catalogue.index_of(plain.candidates)
+    assert rows.tolist()[2] == -1  # product 99: unknown to the catalogue
+    given = _inputs(profile=profile, user_2m=plain.user_2m, catalogue_rows=rows)
+    assert np.array_equal(candidate_features(given), candidate_features(plain), equal_nan=True)
+    # the rows given are the ones used (no lookup of its own): swapped, the unknown product gets a price
+    swapped = _column(candidate_features(_inputs(user_2m=plain.user_2m, catalogue_rows=rows[[2, 1, 0]])), "price_to_recent_views")
+    assert np.isnan(swapped[0]) and swapped[2] == pytest.approx(0.1)
+    product_rows = ProductRows.missing(3)
+    assert np.array_equal(product_features(plain.candidates, plain.catalogue, product_rows, rows),
+                          product_features(plain.candidates, plain.catalogue, product_rows), equal_nan=True)  # fmt: skip
+    with pytest.raises(ValueError, match="one entry per candidate"):
+        _inputs(catalogue_rows=rows[:2])
+
+
 def test_product_features_are_the_candidate_features_of_the_product_alone() -> None:
     rows = {"product_2m": [{"views": 4, "carts": 1, "purchases": 0, "distinct_users": 3, "health": 0.2}, None, None]}
     matrix = candidate_features(_inputs(rows))
