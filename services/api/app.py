@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from feature_store.online import OnlineStore
 from feature_store.settings import Settings, get_settings
 from services.api import errors
+from services.api.fast_path import RecommendationsFastPath
 from services.api.metrics import Metrics
 from services.api.publishing import EventSink
 from services.api.recommender import Recommender
@@ -188,7 +189,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse({"error": "internal", "detail": "internal error (logged)"}, status_code=500)
 
-    app.add_middleware(RequestTimer, metrics=metrics)
+    app.add_middleware(RecommendationsFastPath, api=app)
+    app.add_middleware(RequestTimer, metrics=metrics)  # added last: outermost, it times the fast path's answers too
     for module in (recommendations, products, users, sessions, events, analytics, live, health, web):
         app.include_router(module.router)
     web.mount_static(app)

@@ -24,6 +24,7 @@ from feature_store.settings import Settings
 from producer.topics import read_topic
 from services.api import registry as registry_module
 from services.api.app import create_app
+from services.api.fast_path import RecommendationsFastPath
 from services.api.registry import CandidateSet, ModelMismatch
 from tests.api_data import ApiWorld, build_world, copy_version, dead_url, live_click, write_live
 from tests.services import free_ports
@@ -107,6 +108,44 @@ def test_known_user_gets_als_candidates_with_catalogue_info_and_versions(client:
     vector = world.cands.user_vector(world.known_user())
     best = world.cands.item_product_ids[np.argsort(-(world.cands.item_factors @ vector), kind="stable")[:5]]
     assert [item["product_id"] for item in body["items"]] == best.tolist()
+
+
+def _fast_path_of(app) -> RecommendationsFastPath:
+    layer = app.middleware_stack
+    while not isinstance(layer, RecommendationsFastPath):
+        layer = layer.app
+    return layer
+
+
+def test_the_fast_path_answers_as_the_route_would_and_leaves_it_the_rest(world: ApiWorld, store: OnlineStore) -> None:
+    """services.api.fast_path answers valid requests byte for byte as FastAPI's route; FastAPI gets the others."""
+    user = world.known_user()
+    write_session(store, "s-fast", user, world.cands.item_product_ids[:3].tolist())
+    route_only = create_app(world.settings)
+    route_only.user_middleware = [m for m in route_only.user_middleware if m.cls is not RecommendationsFastPath]
+    valid = ["", "k=5", "k=3&k=7", "k=4&unknown=1", "session_id=s-fast", "category=electronics", "k=2&session_id=s-fast"]
+    invalid = ["k=0", "k=101", "k=abc", "k=", "session_id=", "category=" + "x" * 300]
+    with TestClient(create_app(world.settings)) as fast, TestClient(route_only) as plain:
+        fast_path = _fast_path_of(fast.app)
+        cases = [(f"/recommendations/{user}", query, True) for query in valid]
+        cases += [(f"/recommendations/{user}", query, False) for query in invalid]
+        cases += [(f"/recommendations/{bad}", "", False) for bad in ("-1", "abc", str(2**63), "1.5")]
+        for path, query, answered in cases:
+            scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "query_string": query.encode()}
+            assert (fast_path.answer(scope) is not None) is answered, (path, query)
+            ours, theirs = fast.get(f"{path}?{query}"), plain.get(f"{path}?{query}")
+            assert ours.status_code == theirs.status_code == (200 if answered else 422), (path, query, ours.text)
+            assert ours.content == theirs.content and ours.headers == theirs.headers, (path, query)
+        assert fast.get(f"/recommendations/{user}?k=7").json() == fast.get(f"/recommendations/{user}?k=3&k=7").json()
+        # other methods and routes, and apps with overridden dependencies, are FastAPI's
+        for method, path in (("HEAD", f"/recommendations/{user}"), ("GET", "/popular"), ("GET", f"/recommendations/{user}/")):
+            assert fast_path.answer({"type": "http", "method": method, "path": path, "root_path": "", "query_string": b""}) is None
+        fast.app.dependency_overrides[lambda: None] = lambda: None
+        try:
+            assert fast_path.answer({"type": "http", "method": "GET", "path": f"/recommendations/{user}", "root_path": "",
+                                     "query_string": b""}) is None  # fmt: skip
+        finally:
+            fast.app.dependency_overrides.clear()
 
 
 def test_recently_bought_products_are_left_out_and_taste_is_the_reason(client: TestClient, world: ApiWorld, store) -> None:

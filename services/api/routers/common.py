@@ -18,6 +18,7 @@ UserId = Annotated[int, Path(ge=0, le=MAX_ID, description="The shopper's id.")]
 ProductId = Annotated[int, Path(ge=0, le=MAX_ID, description="The product's id.")]
 SessionId = Annotated[str, Path(min_length=1, max_length=256, description="The session id (user_session).")]
 K = Annotated[int, Query(ge=1, le=100, description="How many items to return.")]
+SessionQuery = Annotated[str | None, Query(min_length=1, max_length=256, description="The live session, if any.")]
 Category = Annotated[
     str | None,
     Query(
