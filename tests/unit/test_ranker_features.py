@@ -23,6 +23,7 @@ from spark_jobs.ranker.features import (
     candidate_features,
     product_features,
     session_similarity,
+    tier_features,
 )
 from spark_jobs.ranker.profile import user_profiles
 from tests.candidate_data import events
@@ -151,6 +152,8 @@ def test_each_product_tier_is_computed_from_its_own_reads_alone() -> None:
         columns = [PRODUCT_FEATURES.index(f) for f in tier.features]
         assert np.array_equal(product_features(candidates, catalogue, only)[:, columns], everything[:, columns],
                               equal_nan=True), tier.name  # fmt: skip
+        # what the cache computes when only this tier is stale: its features alone, the same values
+        assert np.array_equal(tier_features(tier, candidates, catalogue, only), everything[:, columns], equal_nan=True)
         assert not np.isnan(everything[0, columns]).all()  # the rows do reach these features
 
 
