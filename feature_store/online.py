@@ -10,6 +10,8 @@ Keys (``v1`` is the layout version; ids are decimal, times epoch seconds):
     fs:v1:user_2m:<user_id>:heavy               string the user had a pane of over 20 events lately
     fs:v1:product_2m:<product_id>:<pane_start>  hash  a product's 20-s pane (and its sets)
     fs:v1:product_2m:<product_id>:c:<window_end> hash a window combined by a reader, until a merge changes a pane
+    fs:v1:product_2m:changes                    zset  products whose panes changed, by change number (the feed)
+    fs:v1:product_2m:changes:seq                hash  the feed's latest change number and epoch
     fs:v1:product_1h:<product_id>:<hour_start>  hash  tumbling hour counters
     fs:v1:product_1d:<product_id>:<day_start>   hash  tumbling day counters
     fs:v1:session:<session_id>                  hash  the session so far
@@ -28,7 +30,8 @@ The two-minute sliding windows are stored as their panes (``slide`` long) and
 combined when read (`read_many`, in one Lua call per 500 entities): the writer
 merges each event into one pane instead of six windows. A product's combined window
 is kept for the next reader until a merge into one of its panes deletes it
-(`KEPT_COMBINED`). Every merge (panes,
+(`KEPT_COMBINED`), and its merges are logged in a change feed (`ChangesSince`): a reader
+that caches windows learns which ones changed in the same round trip. Every merge (panes,
 sessions, tumbling buckets) is a Lua script that records the last applied
 ``<query id>:<batch id>`` and skips a batch applied before: a re-run micro-batch
 is not counted twice. `first_seen` drops an event id sent again in a later batch.
@@ -44,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import redis
 
@@ -68,6 +72,11 @@ PREFIX = "fs:v1"
 #: a product's window is read by every request that has the product among its candidates;
 #: a user's only by that user's own requests, where keeping it would cost more than it saves.
 KEPT_COMBINED: frozenset[str] = frozenset({PRODUCT_2M.name})
+#: Where in a slide step a reader builds an entity's next window (see _READ_WINDOWS): from AHEAD_FROM
+#: to AHEAD_FROM + AHEAD_SPAN of the step, spread by the entity's id modulo AHEAD_SPREAD.
+AHEAD_FROM, AHEAD_SPAN, AHEAD_SPREAD = 0.25, 0.7, 97
+#: Change-feed entries kept (merge calls): a reader further behind than that starts its cache over.
+CHANGES_KEPT = 100_000
 #: How long an event id is remembered to drop a second copy of the event (seconds of processing time).
 DEDUP_TTL = 600
 #: The latest raw events kept per session (`session_events`).
@@ -125,6 +134,17 @@ def bot_key(user_id: Any) -> str:
 
 def stream_key(query: str) -> str:
     return f"{PREFIX}:stream:{query}"
+
+
+def changes_key(group: FeatureGroup) -> str:
+    """The change feed of a group kept combined (`KEPT_COMBINED`); its counter is at `<key>:seq`."""
+    return f"{PREFIX}:{group.name}:changes"
+
+
+def ahead_points(entity_ids: Any) -> np.ndarray:
+    """Per (numeric) entity id, the point of a slide step (0-1) from which a reader of the entity's
+    sliding window also builds its next window (`_READ_WINDOWS`)."""
+    return AHEAD_FROM + AHEAD_SPAN * (np.asarray(entity_ids, np.int64) % AHEAD_SPREAD) / (AHEAD_SPREAD - 1)
 
 
 def bucket_for_read(group: FeatureGroup, at: float) -> int:
@@ -354,6 +374,7 @@ end
 local function fmt(x) return string.format('%.17g', x) end
 local combined = ARGV[10] == '1'
 local bots, i, row = {}, 11, 0
+local changed = {}  -- ids of the merged entities, for the change feed of a kept group
 while i <= #ARGV do
   row = row + 1
   local base, pane = ARGV[i], tonumber(ARGV[i + 1])
@@ -429,6 +450,7 @@ while i <= #ARGV do
     redis.call('EXPIRE', key, ttl)
     -- the combined windows that hold this pane (see _READ_WINDOWS) are out of date
     if combined then
+      changed[#changed + 1] = string.match(base, '[^:]+$')
       local stale = {}
       for k = 1, nwin do stale[k] = base .. ':c:' .. string.format('%d', pane + slide * k) end
       redis.call('DEL', unpack(stale))
@@ -455,8 +477,22 @@ while i <= #ARGV do
     end
   end
 end
+-- One change number per call for every entity it merged; a feed that lost its hash (a flushed
+-- Redis) starts a new epoch, which tells readers to start over.
+if #changed > 0 then
+  local feed = string.match(ARGV[11], '^(.*):[^:]+$') .. ':changes'
+  local seq = redis.call('HINCRBY', feed .. ':seq', 'seq', 1)
+  redis.call('HSETNX', feed .. ':seq', 'epoch', now)
+  local members = {}
+  for j, id in ipairs(changed) do
+    members[2 * j - 1] = seq
+    members[2 * j] = id
+  end
+  redis.call('ZADD', feed, unpack(members))
+  redis.call('ZREMRANGEBYSCORE', feed, '-inf', '(' .. (seq - CHANGES_KEPT))
+end
 return bots
-"""
+""".replace("CHANGES_KEPT", str(CHANGES_KEPT))
 
 # The sliding windows ending at `end` of many entities, each combined from its panes
 # (see _MERGE_PANES for the spec). ARGV: end, slide, windows, spec, keep, at (the reader's
@@ -466,7 +502,7 @@ return bots
 # events) until a merge into one of its panes deletes it: the next reader of the window
 # reads one hash instead of combining its panes again. Every window changes at each slide
 # boundary, so a reader also builds the NEXT window of an entity once `at` has passed a
-# point of the slide drawn per entity (from 25% to 95% of it): otherwise the first reads
+# point of the slide drawn per entity (`ahead_points`: 25% to 95% of it): otherwise the first reads
 # after every boundary would combine every entity at once (at the October-2019 scale,
 # 10,000 products: about 50 reads of 3-11 ms each in one second, stalling every reader).
 # The next window holds the current panes but the oldest, and the one starting at `end`;
@@ -585,10 +621,10 @@ for e = 7, #ARGV do
     if keep then kept(base, wend, result) end
     out[#out + 1] = result
   end
-  -- the entity's point: 25% to 95% of the slide, from the last three characters of its key (its id)
-  if keep and not ahead and phase >= 0.25 then
-    local a, b, c = string.byte(base, -3, -1)
-    if phase >= 0.25 + 0.7 * ((a * 31 + b * 7 + c) % 97) / 96 then
+  -- the entity's point of the slide, from its id (`ahead_points`)
+  if keep and not ahead and phase >= AHEAD_FROM then
+    local id = tonumber(string.match(base, '[^:]+$')) or 0
+    if phase >= AHEAD_FROM + AHEAD_SPAN * (id % AHEAD_SPREAD) / (AHEAD_SPREAD - 1) then
       kept(base, wend + slide, combine(base, wend + slide, seen))
       redis.call('HSET', key, '_next', '1')
     end
@@ -596,12 +632,28 @@ for e = 7, #ARGV do
 end
 return out
 """
+for _name, _value in (("AHEAD_FROM", AHEAD_FROM), ("AHEAD_SPAN", AHEAD_SPAN), ("AHEAD_SPREAD", AHEAD_SPREAD)):
+    _READ_WINDOWS = _READ_WINDOWS.replace(_name, repr(_value))
 
 # HGETALL of many keys in one call (ARGV: the keys): one reply instead of one command per
 # key, which is most of the client's cost when a request reads hundreds of small hashes.
 _READ_HASHES = """
 local out = {}
 for i = 1, #ARGV do out[i] = redis.call('HGETALL', ARGV[i]) end
+return out
+"""
+
+# The change feed of a kept group (see _MERGE_PANES) after a reader's position. ARGV: the feed
+# key, the reader's epoch and change number. Returns the feed's epoch ('' before any change)
+# and latest change number, then, when the epochs match, (entity id, change number) pairs
+# of the entities changed since: one atomic read, so nothing falls between the two.
+_READ_CHANGES = """
+local meta = redis.call('HMGET', ARGV[1] .. ':seq', 'epoch', 'seq')
+local out = {meta[1] or '', meta[2] or '0'}
+if meta[1] and meta[1] == ARGV[2] then
+  local changes = redis.call('ZRANGEBYSCORE', ARGV[1], '(' .. ARGV[3], '+inf', 'WITHSCORES')
+  for i = 1, #changes do out[#out + 1] = changes[i] end
+end
 return out
 """
 
@@ -685,6 +737,48 @@ return dups
 
 
 @dataclass(frozen=True)
+class FeedPosition:
+    """How far a reader has read a change feed: the feed's epoch ('' before any change) and change number."""
+
+    epoch: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class ChangesSince:
+    """A request for `read_groups`: which entities of a kept group changed after `since` (the change feed).
+
+    Its reply is a `Changes`. Queued before the group's own reads in the same round trip,
+    it makes a reader's cache exact: every change it does not report is in those reads.
+    """
+
+    group: FeatureGroup
+    since: FeedPosition
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The reply to `ChangesSince`: the entities changed after `since`, and the feed's position `now`.
+
+    `complete` is False when the feed cannot tell: a new epoch (Redis lost the feed, or
+    the reader never read it) or a reader so far behind that the entries it missed were
+    trimmed (`CHANGES_KEPT`). Then every cached window of the group must be read again.
+    """
+
+    since: FeedPosition
+    now: FeedPosition
+    entity_ids: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return self.now.epoch == self.since.epoch and self.since.seq >= self.now.seq - CHANGES_KEPT
+
+
+#: What `read_groups` reads: (group, entity ids, at: None for now), or a change feed.
+Request = tuple[FeatureGroup, Sequence[Any], float | None] | ChangesSince
+
+
+@dataclass(frozen=True)
 class Shopper:
     """What the store holds about one user and their session (`OnlineStore.read_shopper`)."""
 
@@ -704,6 +798,7 @@ class OnlineStore:
         self._merge_panes = client.register_script(_MERGE_PANES)
         self._read_windows = client.register_script(_READ_WINDOWS)
         self._read_hashes = client.register_script(_READ_HASHES)
+        self._read_changes = client.register_script(_READ_CHANGES)
         self._merge_sessions = client.register_script(_MERGE_SESSIONS)
         self._first_seen = client.register_script(_FIRST_SEEN)
 
@@ -868,10 +963,10 @@ class OnlineStore:
         """Like `read` for many entities in one round trip."""
         return self.read_groups([(group, entity_ids, at)])[0]
 
-    def read_groups(
-        self, requests: Sequence[tuple[FeatureGroup, Sequence[Any], float | None]], *, raw: bool = False
-    ) -> list[list[dict[str, Any] | None]]:
+    def read_groups(self, requests: Sequence[Request], *, raw: bool = False) -> list:
         """Several `read_many(group, ids, at)` in ONE round trip (the ranker's request path).
+
+        Each reply is a list of rows, or a `Changes` for a `ChangesSince` request.
 
         Each group's keys go to Redis in script calls of up to 500 entities (sliding
         windows are combined from their panes there): a few replies instead of one
@@ -888,8 +983,8 @@ class OnlineStore:
 
     def read_shopper_and(
         self, user_id: Any, session_id: str | None, at: float | None = None,
-        extra: Sequence[tuple[FeatureGroup, Sequence[Any], float | None]] = (),
-    ) -> tuple[Shopper, list[list[dict[bytes, bytes] | None]]]:  # fmt: skip
+        extra: Sequence[Request] = (),
+    ) -> tuple[Shopper, list]:  # fmt: skip
         """`read_shopper`, and the `extra` reads in the same round trip (rows as Redis holds them, like
         `read_groups(extra, raw=True)`): the API reads its candidates' stale product rows this way."""
         requests = [(USER_PROFILE, [user_id], at), (USER_2M, [user_id], at),
@@ -925,15 +1020,21 @@ class OnlineStore:
                 except redis.exceptions.NoScriptError:
                     if attempt == 2:
                         raise
-                    for script in (self._read_windows, self._read_hashes):
+                    for script in (self._read_windows, self._read_hashes, self._read_changes):
                         self.client.script_load(script.script)
         raise AssertionError("unreachable")
 
-    def _queue_reads(self, pipe: Any, requests: Sequence[tuple[FeatureGroup, Sequence[Any], float | None]]) -> list:
+    def _queue_reads(self, pipe: Any, requests: Sequence[Request]) -> list:
         """Queue the script calls of `read_groups` on `pipe`; returns what `_decode_reads` needs."""
         now = time.time()
-        queued: list[tuple[FeatureGroup, int]] = []  # (group, script calls queued)
-        for group, entity_ids, at in requests:
+        queued: list[tuple[FeatureGroup, int] | ChangesSince] = []  # (group, script calls queued)
+        for request in requests:
+            if isinstance(request, ChangesSince):
+                since = request.since
+                pipe.evalsha(self._read_changes.sha, 0, changes_key(request.group), since.epoch, since.seq)
+                queued.append(request)
+                continue
+            group, entity_ids, at = request
             at = now if at is None else at
             calls = 0
             for first in range(0, len(entity_ids), _ROWS_PER_CALL):
@@ -951,9 +1052,17 @@ class OnlineStore:
         return queued
 
     @staticmethod
-    def _decode_reads(replies: Sequence[Any], queued: list, raw: bool = False) -> list[list[dict[str, Any] | None]]:
-        out, position = [], 0
-        for group, calls in queued:
+    def _decode_reads(replies: Sequence[Any], queued: list, raw: bool = False) -> list:
+        out: list = []
+        position = 0
+        for entry in queued:
+            if isinstance(entry, ChangesSince):
+                epoch, seq, *pairs = replies[position]
+                position += 1
+                out.append(Changes(entry.since, FeedPosition(epoch.decode(), int(seq)),
+                                   tuple(member.decode() for member in pairs[::2])))  # fmt: skip
+                continue
+            group, calls = entry
             flats = [flat for reply in replies[position : position + calls] for flat in reply]
             position += calls
             if raw:

@@ -10,6 +10,7 @@ outage raises `redis.RedisError`: the API's fallback chain takes over.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -21,7 +22,17 @@ import numpy as np
 
 from feature_store.artifacts import Artifacts
 from feature_store.definitions import SESSION_FEATURES, USER_2M, USER_PROFILE, FeatureGroup
-from feature_store.online import OnlineStore, Shopper, decode_features
+from feature_store.online import (
+    KEPT_COMBINED,
+    Changes,
+    ChangesSince,
+    FeedPosition,
+    OnlineStore,
+    Request,
+    Shopper,
+    ahead_points,
+    decode_features,
+)
 from spark_jobs.candidates.catalogue import Catalogue
 from spark_jobs.candidates.item_item import ItemNeighbours
 from spark_jobs.ranker import model as ranker_model
@@ -38,6 +49,13 @@ from spark_jobs.ranker.features import (
 )
 
 Read = tuple[FeatureGroup, Sequence[Any], float]
+
+
+def _feed_group(tier: ProductTier) -> FeatureGroup | None:
+    """The group whose change feed tells when a tier's rows change: a tier read from one group kept combined."""
+    groups = {group for name, group, _ in PRODUCT_READS if name in tier.reads}
+    group = groups.pop() if len(groups) == 1 else None
+    return group if group is not None and group.name in KEPT_COMBINED else None
 
 
 def _tier_reads(at: float, wanted: Sequence[tuple[ProductTier, Sequence[int]]]) -> list[Read]:
@@ -85,7 +103,7 @@ class Refresh:
     slots: np.ndarray
     block: np.ndarray  #: the cached rows (a copy); stale tiers are filled in by `ProductFeatureCache.apply`
     stale: list[tuple[int, np.ndarray]]  #: (tier index, positions in `products`) of every tier with stale rows
-    reads: list[Read]
+    reads: list[Request]  #: the change feed first (when the cache follows one), then the stale tiers' reads
     cache: ProductFeatureCache
     filled: bool = False
 
@@ -99,17 +117,25 @@ class ProductFeatureCache:
 
     A product's features do not depend on who asks, and a busy API asks for the same
     popular products many times a second: served from here they cost a numpy gather
-    instead of five Redis reads, their decoding and the arithmetic. The price is
-    freshness, chosen per `PRODUCT_TIERS` tier by how fast its windows move: the
-    two-minute features are reused for `seconds` (one stream trigger), the hourly and
-    daily counters for `long_seconds` (30 s is under 1% of an hour; at the October-2019
-    scale, where 200 candidates rarely repeat within a second, they were four of the
-    five reads of every product). A request at time `at` may
-    get a tier read up to that long before `at`, even across a window boundary (user
-    and session features are always read). Each product's tiers expire on their own,
-    a period after they were read. (Spreading that to 75-100% of the period, drawn per
-    product, made one client's p50 at the October-2019 scale worse, 2.2-2.3 -> 2.8-3.3 ms: more
-    requests paid for partial refreshes.)
+    instead of five Redis reads, their decoding and the arithmetic. How long a tier is
+    used depends on how fast its windows move:
+
+    - The two-minute tier follows the change feed of its windows (`ChangesSince`): each
+      round trip that reads products also reads which products the stream merged since
+      the previous one, and those rows are dropped. A row is used until its product
+      changes or its window ends, so it is as fresh as the previous round trip, not a
+      fixed period; a row read early in a slide step is read once more after the
+      product's point of the step (`ahead_points`), the read that has Redis build the
+      product's next window. Without a feed (no writer logs one yet), or when the feed
+      was last read over `seconds` ago, a row is used for `seconds` (one stream trigger).
+    - The hourly and daily counters are used for `long_seconds` (30 s is under 1% of an
+      hour; at the October-2019 scale, where 200 candidates rarely repeat within a second,
+      they were four of the five reads of every product).
+
+    Within `seconds` after it was read a row is used even across a window boundary, as
+    before the feed. (Spreading the expiry to 75-100% of the period, drawn per product,
+    made one client's p50 at the October-2019 scale worse, 2.2-2.3 -> 2.8-3.3 ms: more
+    requests paid for partial refreshes.) User and session features are always read.
     The rows sit in one array over the catalogue (a product's catalogue row is its
     slot): a few MB at the October-2019 scale. 0 seconds turns a tier's cache off.
 
@@ -122,9 +148,15 @@ class ProductFeatureCache:
         self.long_seconds = long_seconds
         self._max_age = np.array([{"two_minute": seconds, "hour_and_day": long_seconds}[t.name] for t in PRODUCT_TIERS])
         self._columns = [np.array([PRODUCT_FEATURES.index(f) for f in tier.features]) for tier in PRODUCT_TIERS]
+        #: (tier index, group) of the tier that follows a change feed, if any (and if cached at all)
+        self._feed = next(((t, group) for t, tier in enumerate(PRODUCT_TIERS)
+                           if (group := _feed_group(tier)) is not None and self._max_age[t] > 0), None)  # fmt: skip
+        self._position = FeedPosition()  #: every change up to here has dropped its rows
+        self._synced_at = -math.inf  #: the latest `at` whose round trip read the feed
         self._catalogue: Catalogue | None = None
         self._values = np.empty((0, len(PRODUCT_FEATURES)), np.float32)
-        self._read_for = np.empty((0, len(PRODUCT_TIERS)))  #: the `at` each slot's tier was read for
+        self._read_for = np.empty((0, len(PRODUCT_TIERS)))  #: the `at` each slot's tier was read for (-inf: dropped)
+        self._points = np.empty(0)  #: each slot's `ahead_points`
         self._lock = threading.Lock()  # requests may come from a thread pool
 
     def _slots(self, catalogue: Catalogue, products: np.ndarray) -> np.ndarray:
@@ -134,6 +166,8 @@ class ProductFeatureCache:
             self._catalogue = catalogue
             self._values = np.empty((n, len(PRODUCT_FEATURES)), np.float32)
             self._read_for = np.full((n, len(PRODUCT_TIERS)), -np.inf)
+            self._points = np.ones(n)
+            self._points[: len(catalogue.product_ids)] = ahead_points(catalogue.product_ids)
         return catalogue.index_of(products)
 
     def plan(self, products: np.ndarray, at: float, catalogue: Catalogue) -> Refresh:
@@ -143,18 +177,36 @@ class ProductFeatureCache:
             slots = self._slots(catalogue, products)
             cached = slots >= 0
             safe = np.where(cached, slots, 0)
-            age = at - self._read_for[safe]  # products x tiers
+            read_for = self._read_for[safe]
+            age = at - read_for  # products x tiers
             # never a tier read for a later time; one read for this very time always serves (even uncached)
             fresh = cached[:, None] & (age >= 0) & ((age < self._max_age) | (age == 0))
+            feed = self._feed
+            if feed is not None:
+                t, group = feed
+                if self._position.epoch and at - self._synced_at < self._max_age[t]:
+                    slide = group.slide.total_seconds()  # same window: the same slide step (see bucket_for_read)
+                    step = math.floor(at / slide)
+                    read = read_for[:, t]
+                    # A row read before its product's point of the step is read again after it: that read
+                    # builds the product's next window in Redis (`ahead_points`), or at the boundary every
+                    # product would be combined at once (p99 63-66 ms at the October-2019 scale).
+                    point = (step + self._points[safe]) * slide
+                    fresh[:, t] |= cached & (age[:, t] >= 0) & (np.floor(read / slide) == step) & ((read >= point) | (at < point))
+                position = self._position
             block = self._values[safe]  # a copy: tiers read below are filled in
         stale = [(t, positions) for t in range(len(PRODUCT_TIERS)) if len(positions := np.flatnonzero(~fresh[:, t]))]
-        reads = _tier_reads(at, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in stale])
-        return Refresh(products, at, catalogue, slots, block, stale, reads, self, filled=not reads)
+        reads: list[Request] = [ChangesSince(feed[1], position)] if feed is not None else []
+        reads += _tier_reads(at, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in stale])
+        return Refresh(products, at, catalogue, slots, block, stale, reads, self, filled=not stale)
 
-    def apply(self, refresh: Refresh, replies: Sequence[list]) -> np.ndarray:
+    def apply(self, refresh: Refresh, replies: Sequence[Any]) -> np.ndarray:
         """The `product_features` of the planned products, from the cache and the raw `replies` to `refresh.reads`
         (kept for the next requests)."""
         products, block, slots = refresh.products, refresh.block, refresh.slots
+        changes: Changes | None = None
+        if refresh.reads and isinstance(refresh.reads[0], ChangesSince):
+            changes, replies = replies[0], replies[1:]
         wanted = [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in refresh.stale]
         for (t, positions), rows in zip(refresh.stale, _tier_rows(wanted, replies)):
             columns = self._columns[t]
@@ -163,8 +215,12 @@ class ProductFeatureCache:
             features = tier_features(PRODUCT_TIERS[t], products[positions], refresh.catalogue, rows, slots[positions])
             block[np.ix_(positions, columns)] = features
         with self._lock:
+            if changes is not None:
+                self._follow(changes, refresh.at)
             if refresh.catalogue is self._catalogue:
                 for t, positions in refresh.stale:
+                    if self._feed is not None and t == self._feed[0] and (changes is None or changes.now != self._position):
+                        continue  # read before changes another request has dropped since: it may miss one of them
                     keep = positions[slots[positions] >= 0]
                     keep = keep[self._read_for[slots[keep], t] < refresh.at]  # a concurrent request may have read later
                     self._values[np.ix_(slots[keep], self._columns[t])] = block[np.ix_(keep, self._columns[t])]
@@ -172,17 +228,33 @@ class ProductFeatureCache:
         refresh.filled = True
         return block
 
+    def _follow(self, changes: Changes, at: float) -> None:
+        """Drop the rows `changes` reports changed, and move the position on (under the lock)."""
+        assert self._feed is not None
+        t = self._feed[0]
+        if changes.complete and changes.since.epoch == self._position.epoch:
+            if self._catalogue is not None and changes.entity_ids:
+                slots = self._catalogue.index_of(np.array(changes.entity_ids, np.int64))
+                self._read_for[slots[slots >= 0], t] = -np.inf
+            if changes.now.seq > self._position.seq:
+                self._position = changes.now
+        else:  # a new epoch, or entries missed: the feed cannot say which rows changed
+            self._read_for[:, t] = -np.inf
+            self._position = changes.now
+        self._synced_at = max(self._synced_at, at)
+
     def block(self, store: OnlineStore, products: np.ndarray, at: float, catalogue: Catalogue,
               first: Sequence[Read] = ()) -> tuple[list, np.ndarray]:  # fmt: skip
         """(replies to `first`, the `product_features` of `products` at `at`), reading from Redis only the tiers
-        of products without a fresh copy, in the same round trip as `first` (none at all when all are fresh)."""
+        of products without a fresh copy, and the change feed, in the same round trip as `first` (none at all
+        when there is no `first` and every row is fresh)."""
         products = np.asarray(products, np.int64)
         if (self._max_age <= 0).all():
             replies, rows = read_product_rows(store, products.tolist(), at, first)
             return replies, product_features(products, catalogue, rows)
         refresh = self.plan(products, at, catalogue)
-        if not refresh.reads:
-            return (store.read_groups(first) if first else []), refresh.block
+        if not refresh.stale and not first:
+            return [], refresh.block  # no round trip at all (the next one follows the change feed)
         replies = store.read_groups([*first, *refresh.reads], raw=True)
         return _decoded(first, replies), self.apply(refresh, replies[len(first) :])
 

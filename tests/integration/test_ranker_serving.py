@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 
 from feature_store.definitions import PRODUCT_1D, PRODUCT_2M, SESSION_FEATURES, USER_2M
-from feature_store.online import OnlineStore, Shopper, decode_features
+from feature_store.online import OnlineStore, Shopper, changes_key, decode_features
 from feature_store.settings import Settings
 from producer.schema import EVENT_SCHEMA
 from spark_jobs.candidates.catalogue import Catalogue, product_catalogue
 from spark_jobs.candidates.item_item import item_neighbours
-from spark_jobs.ranker.features import PRODUCT_FEATURES, PRODUCT_READS, ProductRows, product_features
+from spark_jobs.ranker.features import PRODUCT_FEATURES, PRODUCT_READS, PRODUCT_TIERS, ProductRows, product_features
 from spark_jobs.ranker.serving import ProductFeatureCache, read_inputs, read_product_rows
 from tests.api_data import live_click, write_live
 
@@ -119,7 +119,7 @@ def test_hourly_and_daily_counters_are_kept_longer_than_the_two_minute_window(st
     write_live(store, [live_click(6, 11, at=now - 2, session="s6")])  # another view of product 11
     calls = _script_calls(store)
     later = _inputs(store, cache, now + 2, shopper)
-    assert _script_calls(store) - calls == 1  # one read: the two-minute window of the candidates
+    assert _script_calls(store) - calls == 2  # the change feed and the two-minute window of the candidates
     assert _views_2m(later)[0] == 2  # read again after 1 s ...
     assert _views_1d(later)[0] == 1  # ... the day's counter served from the cache for up to 60 s
     assert _views_1d(_inputs(store, None, now + 2))[0] == 2  # what Redis holds
@@ -128,12 +128,42 @@ def test_hourly_and_daily_counters_are_kept_longer_than_the_two_minute_window(st
                           equal_nan=True)  # fmt: skip
 
 
+def _stale_2m(cache: ProductFeatureCache, at: float) -> list[int]:
+    """The candidates whose two-minute row a request at `at` would read again."""
+    stale = dict(cache.plan(PRODUCTS, at, CATALOGUE).stale)
+    two_minute = next(t for t, tier in enumerate(PRODUCT_TIERS) if tier.name == "two_minute")
+    return PRODUCTS[stale.get(two_minute, [])].tolist()
+
+
+def test_the_streams_change_feed_drops_exactly_the_rows_that_changed(store: OnlineStore) -> None:
+    # the previous 20-s step, before any product's point in it (`ahead_points`: 99's is at 5.3 s)
+    start = math.floor(time.time() / 20) * 20 - 20
+    write_live(store, [live_click(5, p, at=start - 2, session="s5") for p in (11, 12)])
+    cache = ProductFeatureCache(1.0, 30.0)
+    _inputs(store, cache, start)  # reads every row, and the feed
+    for step in range(1, 6):  # a request every half second: each round trip follows the feed
+        assert _stale_2m(cache, start + step / 2) == []  # served past the cache's 1 s
+        _inputs(store, cache, start + step / 2)
+    write_live(store, [live_click(6, 12, at=start + 2, session="s6")])  # the stream merges a view of 12
+    feed = changes_key(PRODUCT_2M)
+    assert store.client.zscore(feed, "12") is not None and store.client.zscore(feed, "13") is None
+    assert _stale_2m(cache, start + 3) == []  # planned before the next round trip reads the feed ...
+    _inputs(store, cache, start + 3)
+    assert _stale_2m(cache, start + 3.5) == [12]  # ... after it, 12 alone is read again
+    inputs = _inputs(store, cache, start + 3.5)
+    assert _views_2m(inputs)[:2] == [1, 2]
+    two_minute = [PRODUCT_FEATURES.index(f) for tier in PRODUCT_TIERS if tier.name == "two_minute" for f in tier.features]
+    uncached = _inputs(store, None, start + 3.5).products  # (the hour and day counters are cached for 30 s)
+    assert np.array_equal(inputs.products[:, two_minute], uncached[:, two_minute], equal_nan=True)
+    assert _stale_2m(cache, start + 4) == []
+
+
 def test_stale_rows_read_along_with_the_shopper_leave_the_ranker_nothing_to_read(store: OnlineStore) -> None:
     now = time.time()
     write_live(store, [live_click(5, p, at=now - 5 + i, session="s5") for i, p in enumerate([11, 12, 12, 13])])
     cache = ProductFeatureCache(1.0, 30.0)
     refresh = cache.plan(PRODUCTS, now, CATALOGUE)
-    assert len(refresh.reads) == len(PRODUCT_READS) and not refresh.filled  # nothing cached yet: every read
+    assert len(refresh.reads) == 1 + len(PRODUCT_READS) and not refresh.filled  # the feed, and every read
     shopper, replies = store.read_shopper_and(5, "s5", now, refresh.reads)  # one round trip
     assert shopper == store.read_shopper(5, "s5", now)
     block = refresh.fill(replies)
@@ -145,7 +175,7 @@ def test_stale_rows_read_along_with_the_shopper_leave_the_ranker_nothing_to_read
     assert _script_calls(store) == calls  # found every row fresh
     assert np.array_equal(inputs.products, block, equal_nan=True)
     assert cache.plan(PRODUCTS, now + 0.5, CATALOGUE).filled  # nothing stale: filled from the start
-    assert not cache.plan(PRODUCTS[:2], now + 0.5, CATALOGUE).reads  # and so does the next request
+    assert not cache.plan(PRODUCTS[:2], now + 0.5, CATALOGUE).stale  # and so does the next request
 
 
 def test_one_round_trip_reads_the_shopper_and_survives_redis_forgetting_the_scripts(store: OnlineStore) -> None:

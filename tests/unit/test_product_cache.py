@@ -1,9 +1,11 @@
-"""The ranker's product cache without Redis: when each product's tiers come due again."""
+"""The ranker's product cache without Redis: when each product's tiers come due again, with and without
+the change feed of the two-minute windows (its replies made up here; tests/integration follow a real one)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from feature_store.online import CHANGES_KEPT, Changes, ChangesSince, FeedPosition, ahead_points
 from spark_jobs.candidates.catalogue import Catalogue, product_catalogue
 from spark_jobs.ranker.features import PRODUCT_TIERS
 from spark_jobs.ranker.serving import ProductFeatureCache
@@ -11,13 +13,19 @@ from tests.candidate_data import events
 
 PRODUCTS = np.arange(1, 401, dtype=np.int64)
 CATALOGUE = Catalogue(product_catalogue(events([{"user": 1, "product": int(p)} for p in PRODUCTS])))
-AT = 1_000_000.0
 
 
-def _read_all(cache: ProductFeatureCache, at: float) -> None:
-    """A request at `at` reads every stale row (no product has a window: every reply is empty)."""
+AT = 1_000_000.0  # the start of a two-minute window's slide step (20 s): AT + 20 is the next window
+
+
+def _read_all(cache: ProductFeatureCache, at: float, epoch: str = "", seq: int = 0, changed: tuple[int, ...] = ()) -> None:
+    """A request at `at` reads every stale row (no product has a window: every reply is empty) and the change
+    feed, which says it is at (`epoch`, `seq`) and that `changed` products changed since the cache's position
+    (no feed at all: epoch '')."""
     refresh = cache.plan(PRODUCTS, at, CATALOGUE)
-    refresh.fill([[None] * len(ids) for _, ids, _ in refresh.reads])
+    replies = [Changes(r.since, FeedPosition(epoch, seq), tuple(str(p) for p in changed)) if isinstance(r, ChangesSince)
+               else [None] * len(r[1]) for r in refresh.reads]  # fmt: skip
+    refresh.fill(replies)
     assert refresh.filled
 
 
@@ -46,3 +54,54 @@ def test_a_row_read_for_this_very_time_always_serves_and_a_later_one_never_serve
     off = ProductFeatureCache(seconds=0.0, long_seconds=0.0)  # caching turned off: only the same instant serves
     _read_all(off, AT)
     assert _stale(off, AT) == {} and _stale(off, AT + 0.001) == {"two_minute": len(PRODUCTS), "hour_and_day": len(PRODUCTS)}
+
+
+def _stale_two_minute(cache: ProductFeatureCache, at: float) -> list[int]:
+    refresh = cache.plan(PRODUCTS, at, CATALOGUE)
+    return [int(PRODUCTS[p]) for t, positions in refresh.stale if PRODUCT_TIERS[t].name == "two_minute" for p in positions]
+
+
+def test_following_the_feed_a_two_minute_row_serves_until_its_product_changes_or_its_window_ends() -> None:
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    _read_all(cache, AT, "e1", 10)
+    read_again: dict[int, float] = {}
+    for step in range(1, 40):  # a request every half second follows the feed: rows serve past `seconds` ...
+        at = AT + step / 2
+        read_again.update((p, at) for p in _stale_two_minute(cache, at))
+        _read_all(cache, at, "e1", 10)
+    # ... and each product is read once more in the step, just after its point (where Redis builds its next window)
+    points = AT + 20 * ahead_points(PRODUCTS)
+    assert sorted(read_again) == PRODUCTS.tolist()
+    assert all(0 <= read_again[p] - point < 0.5 for p, point in zip(PRODUCTS.tolist(), points))
+    _read_all(cache, AT + 19.5, "e1", 12, changed=(5, 7, 100_000))  # 100_000: not in the catalogue
+    assert _stale_two_minute(cache, AT + 19.6) == [5, 7]  # the changed ones are read again
+    _read_all(cache, AT + 19.6, "e1", 12)
+    assert _stale(cache, AT + 19.9) == {}
+    # a new window: every row, but those read under `seconds` ago (as without a feed)
+    assert _stale(cache, AT + 20.0) == {"two_minute": len(PRODUCTS) - 2}
+    assert _stale(cache, AT + 30.0) == {"two_minute": len(PRODUCTS), "hour_and_day": len(PRODUCTS)}  # (no feed)
+
+
+def test_a_feed_not_followed_for_seconds_or_lost_falls_back_to_the_period() -> None:
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    _read_all(cache, AT, "e1", 10)
+    assert _stale(cache, AT + 0.99) == {}
+    assert _stale(cache, AT + 1.0) == {"two_minute": len(PRODUCTS)}  # nothing followed the feed for 1 s
+    _read_all(cache, AT + 1.0, "e1", 10)
+    _read_all(cache, AT + 1.5, "e2", 3)  # Redis lost the feed (a new epoch): the rows may have missed changes
+    assert _stale(cache, AT + 1.6) == {"two_minute": len(PRODUCTS)}
+    _read_all(cache, AT + 1.6, "e2", 3)
+    assert _stale(cache, AT + 1.7) == {}
+    _read_all(cache, AT + 1.7, "e2", 3 + CHANGES_KEPT + 1)  # so far behind that entries were trimmed
+    assert _stale(cache, AT + 1.8) == {"two_minute": len(PRODUCTS)}
+
+
+def test_rows_read_before_changes_another_request_followed_are_not_kept() -> None:
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    _read_all(cache, AT, "e1", 10)
+    slow = cache.plan(PRODUCTS[:3], AT + 0.5, CATALOGUE)  # reads along with the feed at 11 ...
+    _read_all(cache, AT + 0.5, "e1", 12, changed=(1, 2, 3))  # ... while a faster request follows it to 12
+    assert _stale(cache, AT + 0.6) == {"two_minute": 3}
+    slow.fill([Changes(FeedPosition("e1", 10), FeedPosition("e1", 11), ("1", "2", "3"))] + [[None] * 3] * (len(slow.reads) - 1))
+    assert _stale(cache, AT + 0.6) == {"two_minute": 3}  # its rows may predate change 12: not kept
+    assert cache.plan(PRODUCTS, AT + 0.6, CATALOGUE).reads[0] == ChangesSince(cache._feed[1], FeedPosition("e1", 12))
