@@ -49,6 +49,9 @@ from spark_jobs.ranker.features import (
 )
 
 Read = tuple[FeatureGroup, Sequence[Any], float]
+#: How often a busy cache reads the change feed when it has no stale row to read (seconds): a request in
+#: between serves rows that may lag Redis by that much (reading it with every request cost 3% of one).
+FEED_EVERY = 0.01
 
 
 def _feed_group(tier: ProductTier) -> FeatureGroup | None:
@@ -155,7 +158,11 @@ class ProductFeatureCache:
         self._synced_at = -math.inf  #: the latest `at` whose round trip read the feed
         self._catalogue: Catalogue | None = None
         self._values = np.empty((0, len(PRODUCT_FEATURES)), np.float32)
-        self._read_for = np.empty((0, len(PRODUCT_TIERS)))  #: the `at` each slot's tier was read for (-inf: dropped)
+        # Per slot, gathered at once: the `at` each tier was read for, until when each tier serves for its
+        # period, and until when the feed's tier serves following the feed (-inf: dropped).
+        tiers = len(PRODUCT_TIERS)
+        self._read_for, self._until, self._feed_until = slice(0, tiers), slice(tiers, 2 * tiers), 2 * tiers
+        self._times = np.empty((0, 2 * tiers + 1))
         self._points = np.empty(0)  #: each slot's `ahead_points`
         self._lock = threading.Lock()  # requests may come from a thread pool
 
@@ -165,10 +172,14 @@ class ProductFeatureCache:
             n = max(len(catalogue.product_ids), 1)  # one slot at least: the gather below needs a row 0
             self._catalogue = catalogue
             self._values = np.empty((n, len(PRODUCT_FEATURES)), np.float32)
-            self._read_for = np.full((n, len(PRODUCT_TIERS)), -np.inf)
+            self._times = np.full((n, self._times.shape[1]), -np.inf)
             self._points = np.ones(n)
             self._points[: len(catalogue.product_ids)] = ahead_points(catalogue.product_ids)
         return catalogue.index_of(products)
+
+    def _following(self, at: float) -> bool:
+        """Whether the feed was followed recently enough (within `seconds`) for a request at `at` to rely on it."""
+        return self._feed is not None and bool(self._position.epoch) and at - self._synced_at < self._max_age[self._feed[0]]
 
     def plan(self, products: np.ndarray, at: float, catalogue: Catalogue) -> Refresh:
         """The cached rows of `products` for a request at `at`, and the reads their stale tiers need."""
@@ -176,29 +187,28 @@ class ProductFeatureCache:
         with self._lock:
             slots = self._slots(catalogue, products)
             cached = slots >= 0
-            safe = np.where(cached, slots, 0)
-            read_for = self._read_for[safe]
-            age = at - read_for  # products x tiers
+            every = bool(cached.all())
+            safe = slots if every else np.where(cached, slots, 0)
+            times = self._times[safe]
+            read_for = times[:, self._read_for]
             # never a tier read for a later time; one read for this very time always serves (even uncached)
-            fresh = cached[:, None] & (age >= 0) & ((age < self._max_age) | (age == 0))
-            feed = self._feed
-            if feed is not None:
-                t, group = feed
-                if self._position.epoch and at - self._synced_at < self._max_age[t]:
-                    slide = group.slide.total_seconds()  # same window: the same slide step (see bucket_for_read)
-                    step = math.floor(at / slide)
-                    read = read_for[:, t]
-                    # A row read before its product's point of the step is read again after it: that read
-                    # builds the product's next window in Redis (`ahead_points`), or at the boundary every
-                    # product would be combined at once (p99 63-66 ms at the October-2019 scale).
-                    point = (step + self._points[safe]) * slide
-                    fresh[:, t] |= cached & (age[:, t] >= 0) & (np.floor(read / slide) == step) & ((read >= point) | (at < point))
-                position = self._position
+            fresh = (read_for <= at) & ((at < times[:, self._until]) | (read_for == at))
+            if self._following(at):
+                t = self._feed[0]  # type: ignore[index]
+                fresh[:, t] |= (read_for[:, t] <= at) & (at < times[:, self._feed_until])
+            if not every:
+                fresh[~cached] = False
             block = self._values[safe]  # a copy: tiers read below are filled in
+            nothing_stale = bool(fresh.all())
+            feed: list[Request] = []
+            # The feed is read with the rows of its tier (they are kept only then), else every FEED_EVERY.
+            if self._feed is not None and (at - self._synced_at >= FEED_EVERY or not fresh[:, self._feed[0]].all()):
+                feed = [ChangesSince(self._feed[1], self._position)]
+        if nothing_stale:
+            return Refresh(products, at, catalogue, slots, block, [], feed, self, filled=True)
         stale = [(t, positions) for t in range(len(PRODUCT_TIERS)) if len(positions := np.flatnonzero(~fresh[:, t]))]
-        reads: list[Request] = [ChangesSince(feed[1], position)] if feed is not None else []
-        reads += _tier_reads(at, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in stale])
-        return Refresh(products, at, catalogue, slots, block, stale, reads, self, filled=not stale)
+        reads = feed + _tier_reads(at, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in stale])
+        return Refresh(products, at, catalogue, slots, block, stale, reads, self)
 
     def apply(self, refresh: Refresh, replies: Sequence[Any]) -> np.ndarray:
         """The `product_features` of the planned products, from the cache and the raw `replies` to `refresh.reads`
@@ -207,6 +217,12 @@ class ProductFeatureCache:
         changes: Changes | None = None
         if refresh.reads and isinstance(refresh.reads[0], ChangesSince):
             changes, replies = replies[0], replies[1:]
+        if not refresh.stale:
+            if changes is not None:
+                with self._lock:
+                    self._follow(changes, refresh.at)
+            refresh.filled = True
+            return block
         wanted = [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in refresh.stale]
         for (t, positions), rows in zip(refresh.stale, _tier_rows(wanted, replies)):
             columns = self._columns[t]
@@ -219,27 +235,43 @@ class ProductFeatureCache:
                 self._follow(changes, refresh.at)
             if refresh.catalogue is self._catalogue:
                 for t, positions in refresh.stale:
-                    if self._feed is not None and t == self._feed[0] and (changes is None or changes.now != self._position):
+                    following = self._feed is not None and t == self._feed[0]
+                    if following and (changes is None or changes.now != self._position):
                         continue  # read before changes another request has dropped since: it may miss one of them
                     keep = positions[slots[positions] >= 0]
-                    keep = keep[self._read_for[slots[keep], t] < refresh.at]  # a concurrent request may have read later
-                    self._values[np.ix_(slots[keep], self._columns[t])] = block[np.ix_(keep, self._columns[t])]
-                    self._read_for[slots[keep], t] = refresh.at
+                    keep = keep[self._times[slots[keep], t] < refresh.at]  # a concurrent request may have read later
+                    kept = slots[keep]
+                    self._values[np.ix_(kept, self._columns[t])] = block[np.ix_(keep, self._columns[t])]
+                    self._times[kept, t] = refresh.at
+                    self._times[kept, self._until.start + t] = refresh.at + self._max_age[t]
+                    if following:
+                        self._times[kept, self._feed_until] = self._serves_until(refresh.at, kept)
         refresh.filled = True
         return block
+
+    def _serves_until(self, at: float, slots: np.ndarray) -> np.ndarray:
+        """Until when the feed's tier of `slots`, read at `at`, serves while the feed reports no change: the
+        end of the slide step, but the product's point of the step when read before it (the read after the
+        point has Redis build the product's next window, `ahead_points`; without it every product would be
+        combined at once at the boundary: p99 63-66 ms at the October-2019 scale)."""
+        assert self._feed is not None
+        slide = self._feed[1].slide.total_seconds()  # the same window: the same slide step (see bucket_for_read)
+        start = math.floor(at / slide) * slide
+        point = start + self._points[slots] * slide
+        return np.where(at < point, point, start + slide)
 
     def _follow(self, changes: Changes, at: float) -> None:
         """Drop the rows `changes` reports changed, and move the position on (under the lock)."""
         assert self._feed is not None
-        t = self._feed[0]
+        dropped = [self._feed[0], self._until.start + self._feed[0], self._feed_until]
         if changes.complete and changes.since.epoch == self._position.epoch:
             if self._catalogue is not None and changes.entity_ids:
                 slots = self._catalogue.index_of(np.array(changes.entity_ids, np.int64))
-                self._read_for[slots[slots >= 0], t] = -np.inf
+                self._times[np.ix_(slots[slots >= 0], dropped)] = -np.inf
             if changes.now.seq > self._position.seq:
                 self._position = changes.now
         else:  # a new epoch, or entries missed: the feed cannot say which rows changed
-            self._read_for[:, t] = -np.inf
+            self._times[:, dropped] = -np.inf
             self._position = changes.now
         self._synced_at = max(self._synced_at, at)
 

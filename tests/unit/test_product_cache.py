@@ -8,7 +8,7 @@ import numpy as np
 from feature_store.online import CHANGES_KEPT, Changes, ChangesSince, FeedPosition, ahead_points
 from spark_jobs.candidates.catalogue import Catalogue, product_catalogue
 from spark_jobs.ranker.features import PRODUCT_TIERS
-from spark_jobs.ranker.serving import ProductFeatureCache
+from spark_jobs.ranker.serving import FEED_EVERY, ProductFeatureCache
 from tests.candidate_data import events
 
 PRODUCTS = np.arange(1, 401, dtype=np.int64)
@@ -73,7 +73,8 @@ def test_following_the_feed_a_two_minute_row_serves_until_its_product_changes_or
     points = AT + 20 * ahead_points(PRODUCTS)
     assert sorted(read_again) == PRODUCTS.tolist()
     assert all(0 <= read_again[p] - point < 0.5 for p, point in zip(PRODUCTS.tolist(), points))
-    _read_all(cache, AT + 19.5, "e1", 12, changed=(5, 7, 100_000))  # 100_000: not in the catalogue
+    assert not cache.plan(PRODUCTS, AT + 19.5 + FEED_EVERY / 2, CATALOGUE).reads  # (the feed was read just now)
+    _read_all(cache, AT + 19.5 + FEED_EVERY, "e1", 12, changed=(5, 7, 100_000))  # 100_000: not in the catalogue
     assert _stale_two_minute(cache, AT + 19.6) == [5, 7]  # the changed ones are read again
     _read_all(cache, AT + 19.6, "e1", 12)
     assert _stale(cache, AT + 19.9) == {}
