@@ -88,7 +88,8 @@ class Settings(BaseSettings):
         20_000, ge=0, description="Users whose top ALS candidates each API worker keeps (about 2.5 KB each; 0 = none)."
     )
     api_product_cache_seconds: float = Field(
-        1.0, ge=0.0, description="How long the ranker reuses a product's two-minute features across requests (0 = always read)."
+        1.0, ge=0.0, description="How long the ranker reuses a product's two-minute features across requests when it "
+        "cannot follow the stream's change feed (with it: until the product changes or its window ends; 0 = always read)."
     )
     api_product_cache_long_seconds: float = Field(
         30.0, ge=0.0, description="How long the ranker reuses a product's hourly and daily counters across requests (0 = always read)."

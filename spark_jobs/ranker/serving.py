@@ -191,7 +191,7 @@ class ProductFeatureCache:
             safe = slots if every else np.where(cached, slots, 0)
             times = self._times[safe]
             read_for = times[:, self._read_for]
-            # never a tier read for a later time; one read for this very time always serves (even uncached)
+            # never a tier read for a later time; one read for this very time always serves (even with a 0-s period)
             fresh = (read_for <= at) & ((at < times[:, self._until]) | (read_for == at))
             if self._following(at):
                 t = self._feed[0]  # type: ignore[index]
