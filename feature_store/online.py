@@ -502,7 +502,7 @@ return bots
 # events) until a merge into one of its panes deletes it: the next reader of the window
 # reads one hash instead of combining its panes again. Every window changes at each slide
 # boundary, so a reader also builds the NEXT window of an entity once `at` has passed a
-# point of the slide drawn per entity (`ahead_points`: 25% to 95% of it): otherwise the first reads
+# point of the slide set per entity by its id (`ahead_points`: 25% to 95% of it): otherwise the first reads
 # after every boundary would combine every entity at once (at the October-2019 scale,
 # 10,000 products: about 50 reads of 3-11 ms each in one second, stalling every reader).
 # The next window holds the current panes but the oldest, and the one starting at `end`;

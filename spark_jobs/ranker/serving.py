@@ -50,7 +50,7 @@ from spark_jobs.ranker.features import (
 
 Read = tuple[FeatureGroup, Sequence[Any], float]
 #: How often a busy cache reads the change feed when it has no stale row to read (seconds): a request in
-#: between serves rows that may lag Redis by that much (reading it with every request cost 3% of one).
+#: between serves rows that may lag Redis by that much.
 FEED_EVERY = 0.01
 
 
