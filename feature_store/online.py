@@ -85,10 +85,10 @@ SESSION_EVENTS_KEPT = 200
 SESSION_EVENT_FIELDS = ("event_id", "event_time", "event_type", "product_id", "category_id", "price", "user_id",
                         "user_session")  # fmt: skip
 # Rows per Lua call: a call blocks Redis, so a reader waits at most one call. A read costs about
-# 5 us a row (200 products' two-minute windows: 0.94 ms), a merge about 30 us (500 pane rows took
-# 15 ms, up to 28 ms, at the October-2019 scale), so merges go in calls of 50 rows (see _merge_in_calls).
+# 5 us a row (200 products' two-minute windows: 0.94 ms), a merge 60-120 us (calls of 50 pane rows
+# took 3-6 ms at the October-2019 scale), so merges go in calls of 20 rows (see _merge_in_calls).
 _ROWS_PER_CALL = 500
-_ROWS_PER_WRITE_CALL = 50
+_ROWS_PER_WRITE_CALL = 20
 _IDS_PER_CALL = 20_000
 
 
@@ -508,9 +508,11 @@ return bots
 # The next window holds the current panes but the oldest, and the one starting at `end`;
 # a merge into any of them deletes it, as for the current window. The current window's
 # `_next` field says the next one was built (readers ignore fields they do not know).
+# With keep = 2 each entity's reply is {window} before its point and {window, next window}
+# from it on (`ReadAhead`): a reader that caches windows then needs none at the boundary.
 _READ_WINDOWS = """
 local wend, slide, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local keep = ARGV[5] == '1'
+local keep, with_next = ARGV[5] ~= '0', ARGV[5] == '2'
 local phase = (tonumber(ARGV[6]) - (wend - slide)) / slide
 -- The spec, and the pane fields it needs: one HMGET per pane, its values found by position
 -- (a table built from HGETALL's field/value list was a third of a user's read).
@@ -606,29 +608,44 @@ local function kept(base, ending, result)
   redis.call('EXPIRE', key, slide * nwin)
 end
 
+-- a kept window's flat field/value list (`_empty`: {}), nil when it is not kept
+local function read_kept(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  if flat[1] == '_empty' then return {} end
+  return flat
+end
+
 local out = {}
 for e = 7, #ARGV do
   local base, seen = ARGV[e], {}
   local key = base .. ':c:' .. string.format('%d', wend)
   local cached = keep and redis.call('HGETALL', key) or {}
   local ahead = false  -- the next window was built (and `_next` set) since this one was kept
+  local row
   if #cached > 0 then
     -- fields come back in the order they were set (a small hash): `_empty` first, `_next` last
     ahead = cached[#cached - 1] == '_next'
-    if cached[1] == '_empty' then out[#out + 1] = {} else out[#out + 1] = cached end
+    if cached[1] == '_empty' then row = {} else row = cached end
   else
-    local result = combine(base, wend, seen)
-    if keep then kept(base, wend, result) end
-    out[#out + 1] = result
+    row = combine(base, wend, seen)
+    if keep then kept(base, wend, row) end
   end
+  local following = nil
   -- the entity's point of the slide, from its id (`ahead_points`)
-  if keep and not ahead and phase >= AHEAD_FROM then
+  if keep and (with_next or not ahead) and phase >= AHEAD_FROM then
     local id = tonumber(string.match(base, '[^:]+$')) or 0
     if phase >= AHEAD_FROM + AHEAD_SPAN * (id % AHEAD_SPREAD) / (AHEAD_SPREAD - 1) then
-      kept(base, wend + slide, combine(base, wend + slide, seen))
-      redis.call('HSET', key, '_next', '1')
+      -- built before, unless a merge into the pane starting at `end` has deleted it since
+      if ahead then following = read_kept(base .. ':c:' .. string.format('%d', wend + slide)) end
+      if following == nil then
+        following = combine(base, wend + slide, seen)
+        kept(base, wend + slide, following)
+        if not ahead then redis.call('HSET', key, '_next', '1') end
+      end
     end
   end
+  if with_next then out[#out + 1] = following and {row, following} or {row} else out[#out + 1] = row end
 end
 return out
 """
@@ -774,8 +791,32 @@ class Changes:
         return self.now.epoch == self.since.epoch and self.since.seq >= self.now.seq - CHANGES_KEPT
 
 
+@dataclass(frozen=True)
+class ReadAhead:
+    """A request for `read_groups`: the windows of a kept group (`KEPT_COMBINED`) as of `at`, like
+    `(group, entity_ids, at)`, and the next window of each entity past its point of the slide step
+    (`ahead_points`): the read that has Redis build that window anyway returns it.
+
+    Its reply is an `AheadRows`. A reader caching the windows needs none at the next slide
+    boundary: the next window is the one read then, until a merge changes it (`ChangesSince`).
+    """
+
+    group: FeatureGroup
+    entity_ids: Sequence[Any]
+    at: float | None = None
+
+
+@dataclass(frozen=True)
+class AheadRows:
+    """The reply to `ReadAhead`: a row per entity, as `read_groups` returns them, and `following`, the
+    next window's row of the entities past their point (by position; None: no events in it)."""
+
+    rows: list
+    following: dict[int, Any]
+
+
 #: What `read_groups` reads: (group, entity ids, at: None for now), or a change feed.
-Request = tuple[FeatureGroup, Sequence[Any], float | None] | ChangesSince
+Request = tuple[FeatureGroup, Sequence[Any], float | None] | ChangesSince | ReadAhead
 
 
 @dataclass(frozen=True)
@@ -858,7 +899,9 @@ class OnlineStore:
         Measured with the bench's October-2019-scale live writer (973 events a second) and
         a client PINGing Redis: the slowest PING in 1,000 waited 15 ms behind 500-row calls
         in one pipeline, 8-10 ms behind 50-row calls in one pipeline, 5-6 ms behind 50-row
-        calls one by one; the writer's batches took 15% longer.
+        calls one by one; the writer's batches took 15% longer. Calls of 20 rows (8 alternating
+        15-s runs): the slowest PING in 1,000 waited 3.9 ms against 6.1 ms behind 50-row calls,
+        the writer's batches as long (51 against 51-53 ms); 10 rows: 3.2 ms, batches 18% longer.
         """
         replies = []
         for first in range(0, rows, _ROWS_PER_WRITE_CALL):
@@ -966,7 +1009,8 @@ class OnlineStore:
     def read_groups(self, requests: Sequence[Request], *, raw: bool = False) -> list:
         """Several `read_many(group, ids, at)` in ONE round trip (the ranker's request path).
 
-        Each reply is a list of rows, or a `Changes` for a `ChangesSince` request.
+        Each reply is a list of rows, a `Changes` for a `ChangesSince` request, or an
+        `AheadRows` for a `ReadAhead` request.
 
         Each group's keys go to Redis in script calls of up to 500 entities (sliding
         windows are combined from their panes there): a few replies instead of one
@@ -999,7 +1043,7 @@ class OnlineStore:
         (queued, queued_extra), replies = self._run_reads(queue)
         events = [json.loads(member) for member in replies[1]] if session_id else []
         first = 2 if session_id else 1
-        last = first + sum(calls for _, calls in queued)
+        last = first + sum(calls for _, calls, _ in queued)
         (profile,), (user_2m,), session = self._decode_reads(replies[first:last], queued)
         shopper = Shopper(bot=bool(replies[0]), profile=profile, user_2m=user_2m,
                           session=session[0] if session else None, session_events=events)  # fmt: skip
@@ -1027,28 +1071,35 @@ class OnlineStore:
     def _queue_reads(self, pipe: Any, requests: Sequence[Request]) -> list:
         """Queue the script calls of `read_groups` on `pipe`; returns what `_decode_reads` needs."""
         now = time.time()
-        queued: list[tuple[FeatureGroup, int] | ChangesSince] = []  # (group, script calls queued)
+        queued: list[tuple[FeatureGroup, int, bool] | ChangesSince] = []  # (group, script calls queued, ahead)
         for request in requests:
             if isinstance(request, ChangesSince):
                 since = request.since
                 pipe.evalsha(self._read_changes.sha, 0, changes_key(request.group), since.epoch, since.seq)
                 queued.append(request)
                 continue
-            group, entity_ids, at = request
+            ahead = isinstance(request, ReadAhead)
+            if ahead:
+                group, entity_ids, at = request.group, request.entity_ids, request.at
+                if group.name not in KEPT_COMBINED:
+                    raise ValueError(f"ReadAhead reads a group kept combined ({sorted(KEPT_COMBINED)}), not {group.name}")
+            else:
+                group, entity_ids, at = request
             at = now if at is None else at
+            keep = 2 if ahead else int(group.name in KEPT_COMBINED)
             calls = 0
             for first in range(0, len(entity_ids), _ROWS_PER_CALL):
                 chunk = entity_ids[first : first + _ROWS_PER_CALL]
                 if group.window is Window.SLIDING:
                     slide, windows, spec = _read_spec(group)
                     keys = [_base_key(group, e) for e in chunk]
-                    pipe.evalsha(self._read_windows.sha, 0, bucket_for_read(group, at), slide, windows, spec,
-                                 int(group.name in KEPT_COMBINED), repr(at), *keys)  # fmt: skip
+                    pipe.evalsha(self._read_windows.sha, 0, bucket_for_read(group, at), slide, windows, spec, keep,
+                                 repr(at), *keys)  # fmt: skip
                 else:
                     bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
                     pipe.evalsha(self._read_hashes.sha, 0, *window_keys(group, chunk, bucket))
                 calls += 1
-            queued.append((group, calls))
+            queued.append((group, calls, ahead))
         return queued
 
     @staticmethod
@@ -1062,14 +1113,24 @@ class OnlineStore:
                 out.append(Changes(entry.since, FeedPosition(epoch.decode(), int(seq)),
                                    tuple(member.decode() for member in pairs[::2])))  # fmt: skip
                 continue
-            group, calls = entry
+            group, calls, ahead = entry
             flats = [flat for reply in replies[position : position + calls] for flat in reply]
             position += calls
-            if raw:
-                out.append([dict(zip(f[::2], f[1::2])) if f else None for f in flats])
+            if ahead:  # per entity [window] or [window, next window]
+                rows = OnlineStore._decode_rows(group, [pair[0] for pair in flats], raw)
+                nexts = [i for i, pair in enumerate(flats) if len(pair) == 2]
+                following = OnlineStore._decode_rows(group, [flats[i][1] for i in nexts], raw)
+                out.append(AheadRows(rows, dict(zip(nexts, following))))
             else:
-                out.append([decode_features(group, dict(zip(f[::2], f[1::2]))) if f else None for f in flats])
+                out.append(OnlineStore._decode_rows(group, flats, raw))
         return out
+
+    @staticmethod
+    def _decode_rows(group: FeatureGroup, flats: Sequence[list], raw: bool) -> list:
+        """Rows from the scripts' flat field/value lists (None: empty), raw (bytes) or decoded."""
+        if raw:
+            return [dict(zip(f[::2], f[1::2])) if f else None for f in flats]
+        return [decode_features(group, dict(zip(f[::2], f[1::2]))) if f else None for f in flats]
 
     def session_events(self, session_id: str) -> list[dict[str, Any]]:
         """The session's latest raw events (at most SESSION_EVENTS_KEPT), oldest first.

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +24,12 @@ from feature_store.artifacts import Artifacts
 from feature_store.definitions import SESSION_FEATURES, USER_2M, USER_PROFILE, FeatureGroup
 from feature_store.online import (
     KEPT_COMBINED,
+    AheadRows,
     Changes,
     ChangesSince,
     FeedPosition,
     OnlineStore,
+    ReadAhead,
     Request,
     Shopper,
     ahead_points,
@@ -61,15 +63,20 @@ def _feed_group(tier: ProductTier) -> FeatureGroup | None:
     return group if group is not None and group.name in KEPT_COMBINED else None
 
 
-def _tier_reads(at: float, wanted: Sequence[tuple[ProductTier, Sequence[int]]]) -> list[Read]:
-    """The `read_groups` requests of each (tier, products) in `wanted`, in order."""
+def _tier_reads(at: float, wanted: Sequence[tuple[ProductTier, Sequence[int]]],
+                ahead: ProductTier | None = None) -> list[Request]:  # fmt: skip
+    """The `read_groups` requests of each (tier, products) in `wanted`, in order; the `ahead` tier's
+    (one read of a group kept combined) as a `ReadAhead`."""
     reads = {name: (group, back) for name, group, back in PRODUCT_READS}
-    return [(reads[name][0], ids, at - reads[name][1]) for tier, ids in wanted for name in tier.reads]
+    return [ReadAhead(reads[name][0], ids, at - reads[name][1]) if tier is ahead else
+            (reads[name][0], ids, at - reads[name][1]) for tier, ids in wanted for name in tier.reads]  # fmt: skip
 
 
-def _tier_rows(wanted: Sequence[tuple[ProductTier, Sequence[int]]], replies: Sequence[list]) -> list[ProductRows]:
-    """Per (tier, products) of `wanted`, ProductRows with the tier's raw replies filled and the other reads empty."""
+def _tier_rows(wanted: Sequence[tuple[ProductTier, Sequence[int]]], replies: Sequence[Any]) -> list[ProductRows]:
+    """Per (tier, products) of `wanted`, ProductRows with the tier's raw replies filled (the windows
+    of an `AheadRows`) and the other reads empty."""
     rows, position = [], 0
+    replies = [reply.rows if isinstance(reply, AheadRows) else reply for reply in replies]
     for tier, ids in wanted:
         filled = dict(zip(tier.reads, replies[position : position + len(tier.reads)]))
         position += len(tier.reads)
@@ -129,8 +136,10 @@ class ProductFeatureCache:
       changes or its window ends, so it is as fresh as the previous round trip, not a
       fixed period; a row read early in a slide step is read once more after the
       product's point of the step (`ahead_points`), the read that has Redis build the
-      product's next window. Without a feed (no writer logs one yet), or when the feed
-      was last read over `seconds` ago, a row is used for `seconds` (one stream trigger).
+      product's next window and returns it (`ReadAhead`): that row takes over at the
+      boundary, until the product changes or its point in the new step. Without a feed
+      (no writer logs one yet), or when the feed was last read over `seconds` ago, a row
+      is used for `seconds` (one stream trigger).
     - The hourly and daily counters are used for `long_seconds` (30 s is under 1% of an
       hour; at the October-2019 scale, where 200 candidates rarely repeat within a second,
       they were four of the five reads of every product).
@@ -159,10 +168,13 @@ class ProductFeatureCache:
         self._catalogue: Catalogue | None = None
         self._values = np.empty((0, len(PRODUCT_FEATURES)), np.float32)
         # Per slot, gathered at once: the `at` each tier was read for, until when each tier serves for its
-        # period, and until when the feed's tier serves following the feed (-inf: dropped).
+        # period, until when the feed's tier serves following the feed (-inf: dropped), and from when
+        # the feed tier's next window (in `_next_values`) serves (the next slide step; -inf: none).
         tiers = len(PRODUCT_TIERS)
         self._read_for, self._until, self._feed_until = slice(0, tiers), slice(tiers, 2 * tiers), 2 * tiers
-        self._times = np.empty((0, 2 * tiers + 1))
+        self._next_from = 2 * tiers + 1
+        self._times = np.empty((0, 2 * tiers + 2))
+        self._next_values = np.empty((0, 0), np.float32)
         self._points = np.empty(0)  #: each slot's `ahead_points`
         self._lock = threading.Lock()  # requests may come from a thread pool
 
@@ -173,6 +185,8 @@ class ProductFeatureCache:
             self._catalogue = catalogue
             self._values = np.empty((n, len(PRODUCT_FEATURES)), np.float32)
             self._times = np.full((n, self._times.shape[1]), -np.inf)
+            if self._feed is not None:
+                self._next_values = np.empty((n, len(self._columns[self._feed[0]])), np.float32)
             self._points = np.ones(n)
             self._points[: len(catalogue.product_ids)] = ahead_points(catalogue.product_ids)
         return catalogue.index_of(products)
@@ -190,10 +204,13 @@ class ProductFeatureCache:
             every = bool(cached.all())
             safe = slots if every else np.where(cached, slots, 0)
             times = self._times[safe]
+            following = self._following(at)
+            if following:
+                times = self._next_window(at, safe, times)
             read_for = times[:, self._read_for]
             # never a tier read for a later time; one read for this very time always serves (even with a 0-s period)
             fresh = (read_for <= at) & ((at < times[:, self._until]) | (read_for == at))
-            if self._following(at):
+            if following:
                 t = self._feed[0]  # type: ignore[index]
                 fresh[:, t] |= (read_for[:, t] <= at) & (at < times[:, self._feed_until])
             if not every:
@@ -207,8 +224,23 @@ class ProductFeatureCache:
         if nothing_stale:
             return Refresh(products, at, catalogue, slots, block, [], feed, self, filled=True)
         stale = [(t, positions) for t in range(len(PRODUCT_TIERS)) if len(positions := np.flatnonzero(~fresh[:, t]))]
-        reads = feed + _tier_reads(at, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in stale])
+        ahead = PRODUCT_TIERS[self._feed[0]] if self._feed is not None else None
+        reads = feed + _tier_reads(at, [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in stale], ahead)
         return Refresh(products, at, catalogue, slots, block, stale, reads, self)
+
+    def _next_window(self, at: float, slots: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """`times` of `slots` (gathered), after the next windows due at `at` took over their feed tier's rows
+        (under the lock): from the slide step they were read for until the product's point in it."""
+        assert self._feed is not None
+        next_from = times[:, self._next_from]
+        due = (next_from <= at) & (at < next_from + self._feed[1].slide.total_seconds())
+        if not due.any():
+            return times
+        promoted = np.unique(slots[due])
+        self._values[np.ix_(promoted, self._columns[self._feed[0]])] = self._next_values[promoted]
+        self._times[promoted, self._feed_until] = self._serves_until(self._times[promoted, self._next_from], promoted)
+        self._times[promoted, self._next_from] = -np.inf
+        return self._times[slots]
 
     def apply(self, refresh: Refresh, replies: Sequence[Any]) -> np.ndarray:
         """The `product_features` of the planned products, from the cache and the raw `replies` to `refresh.reads`
@@ -224,12 +256,20 @@ class ProductFeatureCache:
             refresh.filled = True
             return block
         wanted = [(PRODUCT_TIERS[t], products[p].tolist()) for t, p in refresh.stale]
+        ahead = np.empty(0, np.int64), np.empty((0, 0), np.float32)  # (positions, features) of next windows read
+        first_reply = 0
         for (t, positions), rows in zip(refresh.stale, _tier_rows(wanted, replies)):
-            columns = self._columns[t]
+            tier, columns = PRODUCT_TIERS[t], self._columns[t]
             # the stale tier's features alone: the other tier's rows were not read (computing them took
             # a third of a 200-product refresh at October scale)
-            features = tier_features(PRODUCT_TIERS[t], products[positions], refresh.catalogue, rows, slots[positions])
-            block[np.ix_(positions, columns)] = features
+            block[np.ix_(positions, columns)] = tier_features(tier, products[positions], refresh.catalogue, rows,
+                                                              slots[positions])  # fmt: skip
+            reply = replies[first_reply]
+            first_reply += len(tier.reads)
+            if isinstance(reply, AheadRows) and reply.following:  # the feed's tier: one read, ahead
+                at = positions[np.fromiter(reply.following, np.int64, len(reply.following))]
+                rows = replace(ProductRows.missing(len(at)), **{tier.reads[0]: list(reply.following.values())})
+                ahead = at, tier_features(tier, products[at], refresh.catalogue, rows, slots[at])
         with self._lock:
             if changes is not None:
                 self._follow(changes, refresh.at)
@@ -246,24 +286,39 @@ class ProductFeatureCache:
                     self._times[kept, self._until.start + t] = refresh.at + self._max_age[t]
                     if following:
                         self._times[kept, self._feed_until] = self._serves_until(refresh.at, kept)
+                        self._keep_next_windows(refresh, keep, *ahead)
         refresh.filled = True
         return block
 
-    def _serves_until(self, at: float, slots: np.ndarray) -> np.ndarray:
-        """Until when the feed's tier of `slots`, read at `at`, serves while the feed reports no change: the
+    def _keep_next_windows(self, refresh: Refresh, keep: np.ndarray, positions: np.ndarray,
+                           features: np.ndarray) -> None:  # fmt: skip
+        """Keep the next windows read (`features` of the products at `positions`) of the products at `keep`,
+        for the next slide step (under the lock); the others at `keep` have none."""
+        assert self._feed is not None
+        index = np.full(len(refresh.products), -1)
+        index[positions] = np.arange(len(positions))
+        found = index[keep]
+        has = found >= 0
+        if has.any():
+            self._next_values[refresh.slots[keep[has]]] = features[found[has]]
+        slide = self._feed[1].slide.total_seconds()
+        self._times[refresh.slots[keep], self._next_from] = np.where(has, math.floor(refresh.at / slide) * slide + slide, -np.inf)
+
+    def _serves_until(self, at: float | np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """Until when the feed's tier of `slots`, read at `at` (one time, or one per slot), serves while the feed reports no change: the
         end of the slide step, but the product's point of the step when read before it (the read after the
         point has Redis build the product's next window, `ahead_points`; without it every product would be
         combined at once at the boundary: p99 63-66 ms at the October-2019 scale)."""
         assert self._feed is not None
         slide = self._feed[1].slide.total_seconds()  # the same window: the same slide step (see bucket_for_read)
-        start = math.floor(at / slide) * slide
+        start = np.floor(np.divide(at, slide)) * slide
         point = start + self._points[slots] * slide
         return np.where(at < point, point, start + slide)
 
     def _follow(self, changes: Changes, at: float) -> None:
         """Drop the rows `changes` reports changed, and move the position on (under the lock)."""
         assert self._feed is not None
-        dropped = [self._feed[0], self._until.start + self._feed[0], self._feed_until]
+        dropped = [self._feed[0], self._until.start + self._feed[0], self._feed_until, self._next_from]
         if changes.complete and changes.since.epoch == self._position.epoch:
             if self._catalogue is not None and changes.entity_ids:
                 slots = self._catalogue.index_of(np.array(changes.entity_ids, np.int64))

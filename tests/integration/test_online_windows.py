@@ -7,7 +7,7 @@ import time
 import pytest
 
 from feature_store.definitions import PRODUCT_2M, SESSION_FEATURES, USER_2M
-from feature_store.online import PREFIX, OnlineStore, bucket_for_read
+from feature_store.online import PREFIX, AheadRows, OnlineStore, ReadAhead, bucket_for_read
 from feature_store.settings import Settings
 from tests.api_data import live_click, write_live
 
@@ -96,3 +96,32 @@ def test_readers_late_in_a_slide_build_the_next_window_and_merges_keep_it_exact(
     assert not store.client.exists(next_key)
     after = store.read(PRODUCT_2M, 11, wend + 1)
     assert (after["views"], after["carts"], after["distinct_users"]) == (2, 1, 3) and after == fresh_combine()
+
+
+def test_a_read_ahead_returns_the_next_window_from_the_point_on_exactly_as_it_will_be_read(store: OnlineStore) -> None:
+    now = time.time()
+    wend = bucket_for_read(PRODUCT_2M, now)
+    slide = PRODUCT_2M.slide.total_seconds()
+    write_live(store, [live_click(5, 11, at=now - 30, session="s5"), live_click(6, 11, at=now - 1, session="s6")])
+
+    def ahead(at: float, products: tuple[int, ...] = (11, 99)) -> AheadRows:
+        (reply,) = store.read_groups([ReadAhead(PRODUCT_2M, list(products), at)])
+        return reply
+
+    early = ahead(wend - slide + 0.1)  # before every product's point: the windows alone
+    assert early.following == {} and early.rows == store.read_many(PRODUCT_2M, [11, 99], now)
+    def combined_next() -> dict | None:  # product 11's next window, combined from its panes
+        store.client.delete(_combined_key(11, wend + 1))
+        return store.read(PRODUCT_2M, 11, wend + 1)
+
+    late = ahead(wend - 0.1)  # past it: the next windows too (99 has none: missing)
+    assert late.rows[0]["views"] == 2 and late.following == {0: combined_next(), 1: None}
+    assert ahead(wend - 0.1) == late  # the second time from the kept next windows
+
+    # an event in the pane starting at the window's end deletes the next window but not this one
+    write_live(store, [live_click(7, 11, at=wend + 0.5, session="s7", event_type="cart")])
+    assert store.client.exists(_combined_key(11, now)) and not store.client.exists(_combined_key(11, wend + 1))
+    rebuilt = ahead(wend - 0.1, (11,)).following[0]
+    assert rebuilt["carts"] == 1 and rebuilt == combined_next()
+    with pytest.raises(ValueError, match="kept combined"):
+        store.read_groups([ReadAhead(USER_2M, [5], now)])

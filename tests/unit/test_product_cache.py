@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from feature_store.online import CHANGES_KEPT, Changes, ChangesSince, FeedPosition, ahead_points
+from feature_store.online import CHANGES_KEPT, AheadRows, Changes, ChangesSince, FeedPosition, ReadAhead, ahead_points
 from spark_jobs.candidates.catalogue import Catalogue, product_catalogue
 from spark_jobs.ranker.features import PRODUCT_TIERS
 from spark_jobs.ranker.serving import FEED_EVERY, ProductFeatureCache
@@ -18,13 +18,21 @@ CATALOGUE = Catalogue(product_catalogue(events([{"user": 1, "product": int(p)} f
 AT = 1_000_000.0  # the start of a two-minute window's slide step (20 s): AT + 20 is the next window
 
 
-def _read_all(cache: ProductFeatureCache, at: float, epoch: str = "", seq: int = 0, changed: tuple[int, ...] = ()) -> None:
+def _reply(read: ReadAhead) -> AheadRows:
+    """As Redis answers a `ReadAhead` (no product has a window): the next window of every product past its point."""
+    phase = (read.at % 20) / 20
+    return AheadRows([None] * len(read.entity_ids),
+                     {i: None for i, point in enumerate(ahead_points(read.entity_ids)) if phase >= point})  # fmt: skip
+
+
+def _read_all(cache: ProductFeatureCache, at: float, epoch: str = "", seq: int = 0, changed: tuple[int, ...] = (),
+              products: np.ndarray = PRODUCTS) -> None:  # fmt: skip
     """A request at `at` reads every stale row (no product has a window: every reply is empty) and the change
     feed, which says it is at (`epoch`, `seq`) and that `changed` products changed since the cache's position
     (no feed at all: epoch '')."""
-    refresh = cache.plan(PRODUCTS, at, CATALOGUE)
+    refresh = cache.plan(products, at, CATALOGUE)
     replies = [Changes(r.since, FeedPosition(epoch, seq), tuple(str(p) for p in changed)) if isinstance(r, ChangesSince)
-               else [None] * len(r[1]) for r in refresh.reads]  # fmt: skip
+               else _reply(r) if isinstance(r, ReadAhead) else [None] * len(r[1]) for r in refresh.reads]  # fmt: skip
     refresh.fill(replies)
     assert refresh.filled
 
@@ -78,9 +86,31 @@ def test_following_the_feed_a_two_minute_row_serves_until_its_product_changes_or
     assert _stale_two_minute(cache, AT + 19.6) == [5, 7]  # the changed ones are read again
     _read_all(cache, AT + 19.6, "e1", 12)
     assert _stale(cache, AT + 19.9) == {}
-    # a new window: every row, but those read under `seconds` ago (as without a feed)
-    assert _stale(cache, AT + 20.0) == {"two_minute": len(PRODUCTS) - 2}
+    # a new window: the next windows, read after each product's point, take over (see the next test)
+    assert _stale(cache, AT + 20.0) == {}
     assert _stale(cache, AT + 30.0) == {"two_minute": len(PRODUCTS), "hour_and_day": len(PRODUCTS)}  # (no feed)
+
+
+def test_a_next_window_read_after_the_point_serves_the_next_step_until_a_change_or_its_point_there() -> None:
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    points = ahead_points(PRODUCTS)
+    late = PRODUCTS[points <= 0.6]  # their point passed at AT + 12
+    _read_all(cache, AT + 12, "e1", 10)  # Redis returns the next windows of `late` only
+    _read_all(cache, AT + 19.9, "e1", 10, products=PRODUCTS[:0])  # (the feed followed: nothing changed)
+    assert _stale_two_minute(cache, AT + 20.0) == PRODUCTS[points > 0.6].tolist()  # no next window: read again
+    _read_all(cache, AT + 20.0, "e1", 11, changed=(int(late[0]),))  # a change drops the next window too
+    assert _stale_two_minute(cache, AT + 20.1) == [int(late[0])]
+    _read_all(cache, AT + 20.1, "e1", 11)
+    # the next windows serve until each product's point in the new step, as a row read before it
+    kept = late[1:].tolist()
+    reads: dict[int, list[float]] = {p: [] for p in kept}
+    for step in range(1, 40):
+        at = AT + 20 + step / 2
+        for p in set(_stale_two_minute(cache, at)) & set(kept):
+            reads[p].append(at)
+        _read_all(cache, at, "e1", 11)
+    new_points = AT + 20 + 20 * ahead_points(kept)
+    assert all(len(reads[p]) == 1 and 0 <= reads[p][0] - point < 0.5 for p, point in zip(kept, new_points))
 
 
 def test_a_feed_not_followed_for_seconds_or_lost_falls_back_to_the_period() -> None:
