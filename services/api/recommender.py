@@ -119,7 +119,7 @@ def ranker_prefetch(snapshot: Snapshot, user_id: int, pool: int, at: float) -> R
     top = cands.als_top(user_id, pool)
     if top is None:
         return None
-    return ranker.cache.plan(top[0], at, cands.catalogue)
+    return ranker.cache.plan(top.ids, at, cands.catalogue, top.catalogue_rows)
 
 
 class _Request:
@@ -162,7 +162,7 @@ class _Request:
             top = self.cands.als_top(self.user_id, self.pool)
             if top is None:
                 raise Skip(SkipReason.UNKNOWN_USER)
-            ids, scores = top
+            ids, scores = top.ids, top.scores
             kept = self._filtered(ids)
             self._als = (ids[kept], scores[kept])
             prefetch = self.prefetch

@@ -178,8 +178,8 @@ class ProductFeatureCache:
         self._points = np.empty(0)  #: each slot's `ahead_points`
         self._lock = threading.Lock()  # requests may come from a thread pool
 
-    def _slots(self, catalogue: Catalogue, products: np.ndarray) -> np.ndarray:
-        """Each product's slot (-1: not in the catalogue, never cached)."""
+    def _slots(self, catalogue: Catalogue, products: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Each product's slot (-1: not in the catalogue, never cached): its catalogue row (`rows` if known)."""
         if catalogue is not self._catalogue:  # a new candidates version: start over
             n = max(len(catalogue.product_ids), 1)  # one slot at least: the gather below needs a row 0
             self._catalogue = catalogue
@@ -189,17 +189,18 @@ class ProductFeatureCache:
                 self._next_values = np.empty((n, len(self._columns[self._feed[0]])), np.float32)
             self._points = np.ones(n)
             self._points[: len(catalogue.product_ids)] = ahead_points(catalogue.product_ids)
-        return catalogue.index_of(products)
+        return catalogue.index_of(products) if rows is None else rows
 
     def _following(self, at: float) -> bool:
         """Whether the feed was followed recently enough (within `seconds`) for a request at `at` to rely on it."""
         return self._feed is not None and bool(self._position.epoch) and at - self._synced_at < self._max_age[self._feed[0]]
 
-    def plan(self, products: np.ndarray, at: float, catalogue: Catalogue) -> Refresh:
-        """The cached rows of `products` for a request at `at`, and the reads their stale tiers need."""
+    def plan(self, products: np.ndarray, at: float, catalogue: Catalogue, rows: np.ndarray | None = None) -> Refresh:
+        """The cached rows of `products` for a request at `at`, and the reads their stale tiers need
+        (`rows`: the products' catalogue rows, when the caller knows them)."""
         products = np.asarray(products, np.int64)
         with self._lock:
-            slots = self._slots(catalogue, products)
+            slots = self._slots(catalogue, products, rows)
             cached = slots >= 0
             every = bool(cached.all())
             safe = slots if every else np.where(cached, slots, 0)

@@ -664,16 +664,17 @@ def test_recent_users_keep_their_als_lists_and_a_swapped_out_version_is_freed(wo
     users = [world.known_user(i) for i in range(3)]
     for user in users:
         rows, scores = top_by_factors(kept.user_vector(user), kept.item_factors, 20)
-        ids, kept_scores = kept.als_top(user, 20)
-        assert ids.tolist() == kept.item_product_ids[rows].tolist() and np.allclose(kept_scores, scores)
-        assert not ids.flags.writeable and not kept_scores.flags.writeable  # shared between requests
-    assert kept.als_top(users[2], 20)[0] is kept.als_top(users[2], 20)[0]  # a recent user's list is kept ...
-    first = kept.als_top(users[0], 20)[0]
+        top = kept.als_top(user, 20)
+        assert top.ids.tolist() == kept.item_product_ids[rows].tolist() and np.allclose(top.scores, scores)
+        assert top.catalogue_rows.tolist() == kept.catalogue.index_of(top.ids).tolist()
+        assert not any(array.flags.writeable for array in top)  # shared between requests
+    assert kept.als_top(users[2], 20).ids is kept.als_top(users[2], 20).ids  # a recent user's list is kept ...
+    first = kept.als_top(users[0], 20).ids
     kept.als_top(users[1], 20), kept.als_top(users[2], 20)  # ... until two other users pushed it out
-    assert kept.als_top(users[0], 20)[0] is not first
+    assert kept.als_top(users[0], 20).ids is not first
     assert kept.als_top(10**15, 20) is None  # a user ALS never saw
     none = CandidateSet.load(artifacts, world.candidates_version, recent_users=0)
-    assert none.als_top(users[0], 20)[0] is not none.als_top(users[0], 20)[0]
+    assert none.als_top(users[0], 20).ids is not none.als_top(users[0], 20).ids
     gone = weakref.ref(kept)
     gc.disable()  # freed by reference counting alone: the kept lists hold no cycle back to their version
     try:
