@@ -268,9 +268,9 @@ class ProductFeatureCache:
             reply = replies[first_reply]
             first_reply += len(tier.reads)
             if isinstance(reply, AheadRows) and reply.following:  # the feed's tier: one read, ahead
-                at = positions[np.fromiter(reply.following, np.int64, len(reply.following))]
-                rows = replace(ProductRows.missing(len(at)), **{tier.reads[0]: list(reply.following.values())})
-                ahead = at, tier_features(tier, products[at], refresh.catalogue, rows, slots[at])
+                nexts = positions[np.fromiter(reply.following, np.int64, len(reply.following))]
+                next_rows = replace(ProductRows.missing(len(nexts)), **{tier.reads[0]: list(reply.following.values())})
+                ahead = nexts, tier_features(tier, products[nexts], refresh.catalogue, next_rows, slots[nexts])
         with self._lock:
             if changes is not None:
                 self._follow(changes, refresh.at)
@@ -303,13 +303,15 @@ class ProductFeatureCache:
         if has.any():
             self._next_values[refresh.slots[keep[has]]] = features[found[has]]
         slide = self._feed[1].slide.total_seconds()
-        self._times[refresh.slots[keep], self._next_from] = np.where(has, math.floor(refresh.at / slide) * slide + slide, -np.inf)
+        next_step = math.floor(refresh.at / slide) * slide + slide
+        self._times[refresh.slots[keep], self._next_from] = np.where(has, next_step, -np.inf)
 
     def _serves_until(self, at: float | np.ndarray, slots: np.ndarray) -> np.ndarray:
-        """Until when the feed's tier of `slots`, read at `at` (one time, or one per slot), serves while the feed reports no change: the
-        end of the slide step, but the product's point of the step when read before it (the read after the
-        point has Redis build the product's next window, `ahead_points`; without it every product would be
-        combined at once at the boundary: p99 63-66 ms at the October-2019 scale)."""
+        """Until when the feed's tier of `slots`, read at `at` (one time, or one per slot), serves while the
+        feed reports no change: the end of the slide step, but the product's point of the step when read
+        before it (the read after the point has Redis build the product's next window, `ahead_points`;
+        without it every product would be combined at once at the boundary: p99 63-66 ms at the
+        October-2019 scale)."""
         assert self._feed is not None
         slide = self._feed[1].slide.total_seconds()  # the same window: the same slide step (see bucket_for_read)
         start = np.floor(np.divide(at, slide)) * slide
