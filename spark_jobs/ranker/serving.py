@@ -238,7 +238,7 @@ class ProductFeatureCache:
         if not due.any():
             return times
         promoted = np.unique(slots[due])
-        self._values[np.ix_(promoted, self._columns[self._feed[0]])] = self._next_values[promoted]
+        self._values[promoted[:, None], self._columns[self._feed[0]]] = self._next_values[promoted]
         self._times[promoted, self._feed_until] = self._serves_until(self._times[promoted, self._next_from], promoted)
         self._times[promoted, self._next_from] = -np.inf
         return self._times[slots]
@@ -261,16 +261,19 @@ class ProductFeatureCache:
         first_reply = 0
         for (t, positions), rows in zip(refresh.stale, _tier_rows(wanted, replies)):
             tier, columns = PRODUCT_TIERS[t], self._columns[t]
-            # the stale tier's features alone: the other tier's rows were not read (computing them took
-            # a third of a 200-product refresh at October scale)
-            block[np.ix_(positions, columns)] = tier_features(tier, products[positions], refresh.catalogue, rows,
-                                                              slots[positions])  # fmt: skip
             reply = replies[first_reply]
             first_reply += len(tier.reads)
-            if isinstance(reply, AheadRows) and reply.following:  # the feed's tier: one read, ahead
+            computed = positions
+            if isinstance(reply, AheadRows) and reply.following:  # the feed's tier (one read): its next windows
                 nexts = positions[np.fromiter(reply.following, np.int64, len(reply.following))]
-                next_rows = replace(ProductRows.missing(len(nexts)), **{tier.reads[0]: list(reply.following.values())})
-                ahead = nexts, tier_features(tier, products[nexts], refresh.catalogue, next_rows, slots[nexts])
+                computed = np.concatenate([positions, nexts])  # in the same pass: its fixed cost was most of it
+                rows = replace(ProductRows.missing(len(computed)), **{tier.reads[0]: [*reply.rows, *reply.following.values()]})
+            # the stale tier's features alone: the other tier's rows were not read (computing them took
+            # a third of a 200-product refresh at October scale)
+            features = tier_features(tier, products[computed], refresh.catalogue, rows, slots[computed])
+            block[positions[:, None], columns] = features[: len(positions)]
+            if len(computed) > len(positions):
+                ahead = nexts, features[len(positions) :]
         with self._lock:
             if changes is not None:
                 self._follow(changes, refresh.at)
@@ -282,7 +285,7 @@ class ProductFeatureCache:
                     keep = positions[slots[positions] >= 0]
                     keep = keep[self._times[slots[keep], t] < refresh.at]  # a concurrent request may have read later
                     kept = slots[keep]
-                    self._values[np.ix_(kept, self._columns[t])] = block[np.ix_(keep, self._columns[t])]
+                    self._values[kept[:, None], self._columns[t]] = block[keep[:, None], self._columns[t]]
                     self._times[kept, t] = refresh.at
                     self._times[kept, self._until.start + t] = refresh.at + self._max_age[t]
                     if following:

@@ -7,7 +7,7 @@ import numpy as np
 
 from feature_store.online import CHANGES_KEPT, AheadRows, Changes, ChangesSince, FeedPosition, ReadAhead, ahead_points
 from spark_jobs.candidates.catalogue import Catalogue, product_catalogue
-from spark_jobs.ranker.features import PRODUCT_TIERS
+from spark_jobs.ranker.features import PRODUCT_FEATURES, PRODUCT_TIERS
 from spark_jobs.ranker.serving import FEED_EVERY, ProductFeatureCache
 from tests.candidate_data import events
 
@@ -136,3 +136,22 @@ def test_rows_read_before_changes_another_request_followed_are_not_kept() -> Non
     slow.fill([Changes(FeedPosition("e1", 10), FeedPosition("e1", 11), ("1", "2", "3"))] + [[None] * 3] * (len(slow.reads) - 1))
     assert _stale(cache, AT + 0.6) == {"two_minute": 3}  # its rows may predate change 12: not kept
     assert cache.plan(PRODUCTS, AT + 0.6, CATALOGUE).reads[0] == ChangesSince(cache._feed[1], FeedPosition("e1", 12))
+
+
+def test_the_next_window_read_ahead_is_the_row_served_after_the_boundary() -> None:
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    views = PRODUCT_FEATURES.index("product_views_2m")
+    refresh = cache.plan(PRODUCTS, AT + 19, CATALOGUE)  # past every product's point: Redis sends every next window
+    replies = []
+    for read in refresh.reads:
+        if isinstance(read, ChangesSince):
+            replies.append(Changes(read.since, FeedPosition("e1", 10)))
+        elif isinstance(read, ReadAhead):  # this window: 1 view; the next one: 2
+            replies.append(AheadRows([{b"views": b"1"}] * len(read.entity_ids),
+                                     {i: {b"views": b"2"} for i in range(len(read.entity_ids))}))  # fmt: skip
+        else:
+            replies.append([None] * len(read[1]))
+    assert (refresh.fill(replies)[:, views] == 1).all()
+    _read_all(cache, AT + 19.9, "e1", 10, products=PRODUCTS[:0])  # the feed followed: nothing changed
+    after = cache.plan(PRODUCTS, AT + 20.1, CATALOGUE)
+    assert not after.stale and (after.block[:, views] == 2).all()
