@@ -54,7 +54,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -388,6 +388,7 @@ class LiveFeatures:
     parts: int = 10
     batch: int = 0
     writes: list[float] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)  #: (start, end) wall time of each batch
     _stop: threading.Event = field(default_factory=threading.Event)
     _paused: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -442,12 +443,13 @@ class LiveFeatures:
         from spark_jobs.stream import process_batch
 
         with self._lock:
-            started = time.perf_counter()
+            started, wall = time.perf_counter(), time.time()
             self.batch += 1
             table = self._events(time.time() if at is None else at, spread, part)
             process_batch(table, self.batch, store=self.store, lake=self.lake, writer="bench-api", settings=self.settings)
             seconds = time.perf_counter() - started
             self.writes.append(seconds)
+            self.spans.append((wall, wall + seconds))
             return seconds
 
     def seed(self) -> None:
@@ -537,6 +539,8 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     paths, level = spec["paths"], spec["level"]
     warmup, duration = spec["warmup"], spec["duration"]
     latencies: list[float] = []
+    sent_at: list[float] = []  #: wall-clock due time of each of `latencies`
+    wall_offset = time.time() - time.perf_counter()
     errors: dict[str, int] = {}
     sources: dict[str, int] = {}
     counter = {"n": 0, "in_flight": 0}
@@ -567,6 +571,7 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
             if measured:
                 if status == 200:
                     latencies.append(done - start)
+                    sent_at.append(start + wall_offset)
                 else:
                     errors[str(status)] = errors.get(str(status), 0) + 1
 
@@ -595,6 +600,7 @@ async def _load(spec: dict[str, Any]) -> dict[str, Any]:
     pct = (lambda q: float(np.percentile(lat, q))) if len(lat) else (lambda q: float("nan"))
     return {
         "completed": len(lat),
+        "sent_at": sent_at, "latencies_ms": lat.tolist(),
         "errors": errors,
         "throughput_rps": len(lat) / duration,
         "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99), "max_ms": float(lat.max()) if len(lat) else float("nan"),
@@ -685,10 +691,30 @@ def _wrk(spec: dict[str, Any], tmp: Path, seconds: float) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def by_writer_phase(sent_at: Sequence[float], latencies_ms: Sequence[float],
+                    spans: Sequence[tuple[float, float]]) -> dict[str, dict[str, float | None]]:
+    """Latency of the requests sent while the live writer was writing a batch (inside one of `spans`) and of
+    the others: each part's share of the requests and its p50 and p99. On two shared cores the writer's
+    Redis merges are where the open loop's tail comes from; this shows how much."""
+    sent, lat = np.asarray(sent_at, float), np.asarray(latencies_ms, float)
+    starts, ends = (np.asarray(x, float) for x in (zip(*spans) if spans else ((), ())))
+    order = np.argsort(starts)
+    latest = np.searchsorted(starts[order], sent, side="right") - 1  # the latest batch started before each send
+    during = (latest >= 0) & (sent < ends[order][np.maximum(latest, 0)]) if len(starts) else np.zeros(len(sent), bool)
+    parts = {}
+    for name, mask in (("during_write", during), ("between_writes", ~during)):
+        part = lat[mask]
+        parts[name] = {"share": float(mask.mean()) if len(lat) else None,
+                       "p50_ms": float(np.percentile(part, 50)) if len(part) else None,
+                       "p99_ms": float(np.percentile(part, 99)) if len(part) else None}  # fmt: skip
+    return parts
+
+
 def run_load(api: Api, redis_pid: int, *, endpoint: str, paths: list[str], mode: str, level: int, duration: float,
-             warmup: float) -> dict[str, Any]:  # fmt: skip
+             warmup: float, live: LiveFeatures | None = None) -> dict[str, Any]:  # fmt: skip
     """One phase. Closed loops come from wrk (in C: the server saturates, not the client);
-    open loops from the Python generator, which times each request from its scheduled send."""
+    open loops from the Python generator, which times each request from its scheduled send
+    (and, with `live`, splits them by whether the live writer was writing a batch then)."""
     spec = {"base": api.base, "paths": paths, "mode": mode, "level": level, "duration": duration, "warmup": warmup,
             "check_source": endpoint == "recommendations"}  # fmt: skip
     drain(api)
@@ -701,6 +727,9 @@ def run_load(api: Api, redis_pid: int, *, endpoint: str, paths: list[str], mode:
         out = subprocess.run([sys.executable, "-m", "bench.api_latency", "--loadgen", json.dumps(spec)],
                              capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)  # fmt: skip
         result = {**json.loads(out.stdout.strip().splitlines()[-1]), "client": "python (aiohttp, uvloop)"}
+        sent_at, latencies_ms = result.pop("sent_at"), result.pop("latencies_ms")
+        if live is not None:
+            result["writer_phase"] = by_writer_phase(sent_at, latencies_ms, list(live.spans))
     wall = time.perf_counter() - started
     result["api_cpu_pct"] = 100 * (cpu_seconds(api.proc.pid) - api_cpu) / wall
     result["redis_cpu_pct"] = 100 * (cpu_seconds(redis_pid) - redis_cpu) / wall
@@ -708,12 +737,20 @@ def run_load(api: Api, redis_pid: int, *, endpoint: str, paths: list[str], mode:
     log.info("%-15s %-6s %4d: %6.0f req/s  p50 %6.1f ms  p99 %7.1f ms  errors %s  client CPU %3.0f%%  API CPU %3.0f%%",
              endpoint, mode, level, result["throughput_rps"], result["p50_ms"], result["p99_ms"], result["errors"] or 0,
              result["client_cpu_pct"], result["api_cpu_pct"])  # fmt: skip
+    if phase := result.get("writer_phase"):
+        during, between = phase["during_write"], phase["between_writes"]
+        log.info("%30s sent while the live writer wrote (%.0f%%): p99 %s ms; the others: p99 %s ms", "",
+                 100 * (during["share"] or 0), _ms(during["p99_ms"]), _ms(between["p99_ms"]))  # fmt: skip
     return result
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def load_phases(api: Api, redis_pid: int, users: list[int], *, closed: list[int], rates: list[int],
                 health_closed: list[int], health_rates: list[int], duration: float, warmup: float,
-                reps: int) -> list[dict[str, Any]]:  # fmt: skip
+                reps: int, live: LiveFeatures | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Every phase `reps` times, interleaved (recommendations and /health side by side in each repetition)."""
     rec_paths = [f"/recommendations/{u}?k=10" for u in users]
     plan = ([("recommendations", rec_paths, "closed", c) for c in closed]
@@ -724,9 +761,14 @@ def load_phases(api: Api, redis_pid: int, users: list[int], *, closed: list[int]
     for rep in range(reps):
         for endpoint, paths, mode, level in plan:
             result = run_load(api, redis_pid, endpoint=endpoint, paths=paths, mode=mode, level=level,
-                              duration=duration, warmup=warmup)  # fmt: skip
+                              duration=duration, warmup=warmup, live=live)  # fmt: skip
             runs.append({**result, "rep": rep + 1})
     return runs
+
+
+def _median_of(values: Iterator[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -747,6 +789,10 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "sources_sampled": {k: sum(r["sources_sampled"].get(k, 0) for r in items)
                                 for k in {s for r in items for s in r["sources_sampled"]}},
         })  # fmt: skip
+        phases = [r["writer_phase"] for r in items if r.get("writer_phase")]
+        if phases:
+            rows[-1]["writer_phase"] = {part: {key: _median_of(p[part][key] for p in phases) for key in ("share", "p50_ms", "p99_ms")}
+                                        for part in ("during_write", "between_writes")}  # fmt: skip
     return rows
 
 
@@ -904,7 +950,7 @@ def small_scale(args, tmp: Path, settings: Settings, redis_pid: int, python: Pat
         result["sources_all_users"] = {s: sources.count(s) for s in set(sources)}
         result["loads"] = load_phases(api, redis_pid, users, closed=args.closed, rates=args.rates,
                                       health_closed=args.health_closed, health_rates=args.health_rates,
-                                      duration=args.duration, warmup=args.warmup, reps=args.reps)  # fmt: skip
+                                      duration=args.duration, warmup=args.warmup, reps=args.reps, live=live)  # fmt: skip
         result["summary"] = summarise(result["loads"])
         result["memory_after_load"] = memory_mb(api.proc.pid)
         result["hits_after"] = read_hits(store, users[:20], lists[:20], cands.catalogue, neighbours)
@@ -976,7 +1022,7 @@ def october_scale(args, tmp: Path, settings: Settings, redis_pid: int) -> dict[s
         result["hits"] = read_hits(store, users[:10], lists[:10], cat, nb)
         result["loads"] = load_phases(api, redis_pid, users, closed=args.october_closed, rates=args.october_rates,
                                       health_closed=[], health_rates=[], duration=args.duration, warmup=args.warmup,
-                                      reps=args.october_reps)  # fmt: skip
+                                      reps=args.october_reps, live=live)  # fmt: skip
         result["summary"] = summarise(result["loads"])
         result["memory_after_load"] = memory_mb(api.proc.pid)
     finally:
@@ -1003,6 +1049,12 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"| {row['endpoint']} | {load} | {row['throughput_rps']:,.0f} | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} "
                   f"| {row['p99_ms']:.1f} | {row['errors']} | {row['client_cpu_pct']:.0f}% | {row['api_cpu_pct']:.0f}% "
                   f"| {row['redis_cpu_pct']:.0f}% |")  # fmt: skip
+        for row in part["summary"]:
+            if phase := row.get("writer_phase"):
+                during, between = phase["during_write"], phase["between_writes"]
+                print(f"{row['endpoint']} at {row['level']} req/s: p99 {_ms(during['p99_ms'])} ms for the "
+                      f"{100 * (during['share'] or 0):.0f}% sent while the live writer wrote a batch, "
+                      f"{_ms(between['p99_ms'])} ms for the others")  # fmt: skip
         print(f"answered by: {part['sources_all_users']}; read hits: {part.get('hits_after') or part.get('hits')}")
         mem = part["memory_after_load"]
         print(f"API RSS after load {mem['rss_mb']:,.0f} MB, peak {mem['peak_rss_mb']:,.0f} MB; start-up {part['api_startup_s']} s")
