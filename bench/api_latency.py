@@ -440,13 +440,15 @@ class LiveFeatures:
     def write(self, at: float | None = None, spread: float = 5.0, part: slice = slice(None)) -> float:
         """One micro-batch of live events ending at `at` (default now) for the `part` of the products and
         users (default all), through the stream's own batch code."""
-        from spark_jobs.stream import process_batch
+        from spark_jobs.stream import batch_pace, process_batch
 
         with self._lock:
             started, wall = time.perf_counter(), time.time()
             self.batch += 1
             table = self._events(time.time() if at is None else at, spread, part)
-            process_batch(table, self.batch, store=self.store, lake=self.lake, writer="bench-api", settings=self.settings)
+            # paced as the stream paces a caught-up batch
+            process_batch(table, self.batch, store=self.store, lake=self.lake, writer="bench-api", settings=self.settings,
+                          pace=batch_pace(self.settings, self.every, lag=0.0, started=started))
             seconds = time.perf_counter() - started
             self.writes.append(seconds)
             self.spans.append((wall, wall + seconds))
@@ -483,11 +485,12 @@ class LiveFeatures:
             self._thread.join()
 
     def summary(self) -> dict[str, Any]:
-        """Batches written, the median seconds one took (the writer's share of a core: that over `every`)."""
+        """Batches written, the median seconds one took (with its pacing waits), events per batch and second."""
         per_batch = math.ceil(len(self.products) / self.parts) + math.ceil(len(self.users) / self.parts)
         return {"batches": len(self.writes), "median_s": round(statistics.median(self.writes), 3) if self.writes else None,
                 "every_s": self.every, "cycle_s": self.every * self.parts, "events_per_batch": per_batch,
-                "events_per_s": round(per_batch / self.every, 1)}  # fmt: skip
+                "events_per_s": round(per_batch / self.every, 1),
+                "pace": {"redis_share": self.settings.stream_redis_share, "fraction": self.settings.stream_pace_fraction}}  # fmt: skip
 
 
 def pick_candidates(user_factors: np.ndarray, item_factors: np.ndarray, product_ids: np.ndarray) -> np.ndarray:
@@ -1132,7 +1135,8 @@ def main() -> None:
             "ranker": f"XGBoost rank:ndcg, depth {xgb_params.max_depth}, {args.ranker_rounds} rounds, trained on random "
                       "features (FEATURES order) "
                       "and published with spark_jobs.ranker.model.publish",
-            "online_features": f"spark_jobs.stream.process_batch on live events every {args.refresh:g} s, each batch "
+            "online_features": f"spark_jobs.stream.process_batch on live events every {args.refresh:g} s, paced as the "
+                               "stream paces a caught-up batch (STREAM_REDIS_SHARE, STREAM_PACE_FRACTION), each batch "
                                "for a slice of the products and users in turn: each gets an event every "
                                f"{args.live_cycle:g} s ({args.october_live_cycle:g} s at October scale), so every "
                                "candidate and bench user has current windows; profiles via materialize_profiles",

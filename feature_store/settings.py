@@ -64,6 +64,21 @@ class Settings(BaseSettings):
         description="How far behind real time the stream still writes windows to Redis; 0 = each group's TTL.",
     )
 
+    stream_redis_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Share of Redis's time the stream's merges may take while it is caught up: it waits between "
+        "merge calls so that the API's reads do not queue behind a whole batch (1 = no waiting).",
+    )
+    stream_pace_fraction: float = Field(
+        0.8,
+        ge=0,
+        lt=1,
+        description="A micro-batch stops waiting between merge calls this fraction of the trigger interval after "
+        "it started, so the next batch starts on time (0 = never wait). A batch catching up never waits.",
+    )
+
     # --- API -------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535, description="Port of the API and the web page.")

@@ -15,7 +15,10 @@ One query reads the clicks topic once (checkpoint CHECKPOINT_DIR/stream); its
    into Redis with Lua scripts that apply each `<query id>:<batch id>` once per key:
    the two-minute user and product windows (per 20-s pane, merged into every window
    that contains it), the sessions with their latest raw events, the hourly and daily
-   product counters; flags bots.
+   product counters; flags bots. While the stream is caught up, it waits between its
+   merge calls (`batch_pace`: at most STREAM_REDIS_SHARE of Redis's time, within
+   STREAM_PACE_FRACTION of the trigger interval), so that the API's reads do not queue
+   behind a whole batch.
 
 No streaming state: no watermark, no state store. Each batch logs its id, rows,
 duration and lag, and records them in Redis for the API's metrics, per stage:
@@ -48,7 +51,7 @@ from feature_store.definitions import (
     FeatureGroup,
 )
 from feature_store.lake import Lake
-from feature_store.online import OnlineStore
+from feature_store.online import OnlineStore, WritePace
 from feature_store.settings import Settings
 from producer.publisher import Publisher
 from producer.schema import decode_wire
@@ -131,10 +134,32 @@ def horizon(settings: Settings, group: FeatureGroup) -> float:
     return time.time() - reach
 
 
+def batch_pace(
+    settings: Settings, trigger_seconds: float, lag: float | None, started: float | None = None
+) -> WritePace | None:
+    """How a micro-batch that `started` (perf_counter; default now) shares Redis with the API, or None:
+    pacing is off, or the batch is catching up.
+
+    Its waits end STREAM_PACE_FRACTION of the trigger interval after it started: they use
+    the interval's slack and the next batch starts on time. `lag` is how long the batch's
+    oldest event waited since the broker got it (None: unknown, as for events without an
+    ingest time); a caught-up stream's is about an interval, so past two the stream is
+    behind and every wait would put it further behind.
+    """
+    if settings.stream_pace_fraction <= 0 or settings.stream_redis_share >= 1:
+        return None
+    if lag is not None and lag > 2 * trigger_seconds:
+        return None
+    return WritePace(share=settings.stream_redis_share, seconds=settings.stream_pace_fraction * trigger_seconds,
+                     started=started)  # fmt: skip
+
+
 def process_batch(
-    table: pa.Table, batch_id: int, *, store: OnlineStore, lake: Lake, writer: str, settings: Settings
+    table: pa.Table, batch_id: int, *, store: OnlineStore, lake: Lake, writer: str, settings: Settings,
+    pace: WritePace | None = None,
 ) -> dict[str, float]:
-    """Everything one micro-batch writes (see the module docstring); returns seconds per step."""
+    """Everything one micro-batch writes (see the module docstring), its Redis merges paced by `pace`;
+    returns seconds per step."""
     clock = time.perf_counter()
     steps: dict[str, float] = {}
 
@@ -152,29 +177,33 @@ def process_batch(
     lap("dedupe")
     lake.write_batch(partials.lake_rows(events), batch_id)
     lap("lake")
-    steps.update(write_online(events, batch_id, store=store, writer=writer, settings=settings))
+    steps.update(write_online(events, batch_id, store=store, writer=writer, settings=settings, pace=pace))
     return steps
 
 
-def write_online(events: pa.Table, batch_id: int, *, store: OnlineStore, writer: str, settings: Settings) -> dict[str, float]:
-    """Merge one batch of de-duplicated events into every online group; returns seconds per step."""
+def write_online(
+    events: pa.Table, batch_id: int, *, store: OnlineStore, writer: str, settings: Settings, pace: WritePace | None = None
+) -> dict[str, float]:
+    """Merge one batch of de-duplicated events into every online group (paced by `pace`); returns seconds per step."""
     started = time.perf_counter()
     events = partials.in_order(events)
     for group in WINDOW_GROUPS:
         since = horizon(settings, group)
-        _, bots = store.merge_panes(group, partials.pane_partials(events, group, since), writer, batch_id)
+        _, bots = store.merge_panes(group, partials.pane_partials(events, group, since), writer, batch_id, pace=pace)
         if bots:
             store.flag_bots(bots)
             log.warning("flagged %d users as bots (over %d events in two minutes)", len(bots), BOT_RULE.max_events)
     windows = time.perf_counter()
-    store.merge_sessions(partials.session_partials(events, since=horizon(settings, SESSION_FEATURES)), writer, batch_id)
+    store.merge_sessions(partials.session_partials(events, since=horizon(settings, SESSION_FEATURES)), writer, batch_id,
+                         pace=pace)
     for group in MERGED_GROUPS:
-        store.merge_counts(group, partials.bucket_counts(events, group, since=horizon(settings, group)), writer, batch_id)
+        store.merge_counts(group, partials.bucket_counts(events, group, since=horizon(settings, group)), writer, batch_id,
+                           pace=pace)
     return {"windows": windows - started, "events": time.perf_counter() - windows}
 
 
-def sink(settings: Settings, checkpoint: Path) -> Callable[[DataFrame, int], None]:
-    """The query's foreachBatch: collect the batch as Arrow once, then `process_batch`."""
+def sink(settings: Settings, checkpoint: Path, trigger_seconds: float) -> Callable[[DataFrame, int], None]:
+    """The query's foreachBatch: collect the batch as Arrow once, then `process_batch` (paced: `batch_pace`)."""
     store = OnlineStore.from_url(settings.redis_url)
     lake = Lake(settings.lake_url, settings)
     dead_letters = Publisher.from_settings(settings)
@@ -183,17 +212,19 @@ def sink(settings: Settings, checkpoint: Path) -> Callable[[DataFrame, int], Non
         started = time.perf_counter()
         table = parse_records(batch.toArrow(), dead_letters)
         collected = time.perf_counter() - started
-        steps = process_batch(table, batch_id, store=store, lake=lake, writer=_writer_id(checkpoint), settings=settings)
         rows = table.num_rows
         oldest = pc.min(table.column("ingest_time")).as_py() if rows else None
         oldest_ingest = oldest.timestamp() if oldest else None
+        pace = batch_pace(settings, trigger_seconds, time.time() - oldest_ingest if oldest_ingest else None, started)
+        steps = process_batch(table, batch_id, store=store, lake=lake, writer=_writer_id(checkpoint), settings=settings,
+                              pace=pace)
         _record(store, "windows", batch_id, rows, collected + steps["dedupe"] + steps["windows"], oldest_ingest)
         _record(store, "events", batch_id, rows, collected + steps["dedupe"] + steps["lake"] + steps["events"], oldest_ingest)
         lag = f"{time.time() - oldest_ingest:.2f}" if oldest_ingest else "-"
         log.info(
-            "batch %d: %d rows in %.2f s (collect %.2f, %s), lag %s s",
+            "batch %d: %d rows in %.2f s (collect %.2f, %s), lag %s s%s",
             batch_id, rows, time.perf_counter() - started, collected,
-            ", ".join(f"{k} {v:.2f}" for k, v in steps.items()), lag,
+            ", ".join(f"{k} {v:.2f}" for k, v in steps.items()), lag, ", paced" if pace else "",
         )  # fmt: skip
 
     return write
@@ -207,7 +238,7 @@ def start(spark: SparkSession, settings: Settings, options: StreamOptions = Stre
         .writeStream.queryName(QUERY)
         .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{options.trigger_seconds} seconds")
-        .foreachBatch(sink(settings, checkpoint))
+        .foreachBatch(sink(settings, checkpoint, options.trigger_seconds))
         .start()
     )
     return [query]
