@@ -369,20 +369,28 @@ def _read_spec(group: FeatureGroup) -> tuple[int, int, str]:
 _MERGE_COUNTS = """
 local writer, batch, ttl, now = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local tag = writer .. ':' .. ARGV[2]
-local names = {}
-for name in string.gmatch(ARGV[5], '%S+') do names[#names + 1] = name end
+local names, fields = {}, {'_batch'}
+for name in string.gmatch(ARGV[5], '%S+') do
+  names[#names + 1] = name
+  fields[#fields + 1] = name
+end
 local merged, i = 0, 6
 while i <= #ARGV do
   local key = ARGV[i]
-  local applied = redis.call('HGET', key, '_batch')
+  -- one read and one write per bucket (not a call per counter: Redis calls are most of a merge's time)
+  local old = redis.call('HMGET', key, unpack(fields))
   local skip = false
-  if applied then
-    local q, b = string.match(applied, '^(.*):(%d+)$')
+  if old[1] then
+    local q, b = string.match(old[1], '^(.*):(%d+)$')
     skip = q == writer and tonumber(b) >= batch
   end
   if not skip then
-    for j, name in ipairs(names) do redis.call('HINCRBY', key, name, ARGV[i + j]) end
-    redis.call('HSET', key, '_batch', tag, '_ts', now)
+    local values = {'_batch', tag, '_ts', now}
+    for j, name in ipairs(names) do
+      values[#values + 1] = name
+      values[#values + 1] = string.format('%d', tonumber(old[j + 1] or '0') + tonumber(ARGV[i + j]))
+    end
+    redis.call('HSET', key, unpack(values))
     redis.call('EXPIRE', key, ttl)
     merged = merged + 1
   end
@@ -733,22 +741,25 @@ while i <= #ARGV do
   local n_products = tonumber(ARGV[i + 8])
   local n_events = tonumber(ARGV[i + 9 + n_products])
   local next_row = i + 10 + n_products + 2 * n_events
-  local old = redis.call('HMGET', h, '_batch', 'first_event_time', 'last_event_time', '_user_t', '_user_i')
+  local old = redis.call('HMGET', h, '_batch', 'first_event_time', 'last_event_time', '_user_t', '_user_i', 'events',
+                         'carts')
   local skip = false
   if old[1] then
     local q, b = string.match(old[1], '^(.*):(%d+)$')
     skip = q == writer and tonumber(b) >= batch
   end
   if not skip then
-    redis.call('HINCRBY', h, 'events', ARGV[i + 1])
-    local total_carts = redis.call('HINCRBY', h, 'carts', ARGV[i + 2])
+    local total_carts = tonumber(old[7] or '0') + tonumber(ARGV[i + 2])
     local first_t, last_t = tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
     if old[2] then first_t = math.min(first_t, tonumber(old[2])) end
     if old[3] then last_t = math.max(last_t, tonumber(old[3])) end
+    -- every field in one HSET at the end (Redis calls are most of a merge's time)
+    local values = {'events', string.format('%d', tonumber(old[6] or '0') + tonumber(ARGV[i + 1])),
+                    'carts', string.format('%d', total_carts)}
     local user_t, user_i = tonumber(ARGV[i + 5]), ARGV[i + 6]
     local old_user_t = tonumber(old[4] or '-1')
     if user_t > old_user_t or (user_t == old_user_t and user_i > (old[5] or '')) then
-      redis.call('HSET', h, 'user_id', ARGV[i + 7], '_user_t', ARGV[i + 5], '_user_i', user_i)
+      for _, v in ipairs({'user_id', ARGV[i + 7], '_user_t', ARGV[i + 5], '_user_i', user_i}) do values[#values + 1] = v end
     end
     local j = i + 9
     for start = j, j + n_products - 1, 1000 do
@@ -763,10 +774,11 @@ while i <= #ARGV do
     for k, member in ipairs(redis.call('ZRANGE', events, -n, -1)) do
       ids[k] = string.match(member, '"product_id":(%d+)')
     end
-    redis.call('HSET', h,
+    for _, v in ipairs({
       'first_event_time', fmt(first_t), 'last_event_time', fmt(last_t), 'duration', fmt(last_t - first_t),
       'has_cart', (total_carts > 0) and 1 or 0, 'distinct_products', redis.call('SCARD', products),
-      'recent_products', table.concat(ids, ','), '_batch', tag, '_ts', now)
+      'recent_products', table.concat(ids, ','), '_batch', tag, '_ts', now}) do values[#values + 1] = v end
+    redis.call('HSET', h, unpack(values))
     redis.call('EXPIRE', h, ttl)
     redis.call('EXPIRE', products, ttl)
     redis.call('EXPIRE', events, ttl)
