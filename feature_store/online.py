@@ -102,7 +102,7 @@ class WritePace:
     batch: the reads that arrive then wait behind them. With the bench's live writer (a batch
     of about 110 events a second) the API's p99 at 200 requests/s, in paired runs: 29.8 ms
     with calls back to back, 13.7 ms at share 0.25; in a second set 12.9 ms at 0.25, 9.6 ms at
-    0.1 and 8.3 ms with the writer paused (README, "Where the tail comes from").
+    0.1 and 8.3 ms with the writer paused (bench/api_latency.md, "Where the tail comes from").
     """
 
     share: float = 0.1
