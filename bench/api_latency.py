@@ -392,6 +392,7 @@ class LiveFeatures:
     _stop: threading.Event = field(default_factory=threading.Event)
     _paused: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _cost: Any = field(default=None)  #: spark_jobs.stream.MergeCost (imported with Spark's module, on first write)
     _thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
@@ -440,15 +441,21 @@ class LiveFeatures:
     def write(self, at: float | None = None, spread: float = 5.0, part: slice = slice(None)) -> float:
         """One micro-batch of live events ending at `at` (default now) for the `part` of the products and
         users (default all), through the stream's own batch code."""
-        from spark_jobs.stream import batch_pace, process_batch
+        from feature_store.online import WritePace
+        from spark_jobs.stream import MergeCost, batch_pace, process_batch
 
         with self._lock:
             started, wall = time.perf_counter(), time.time()
             self.batch += 1
             table = self._events(time.time() if at is None else at, spread, part)
             # paced as the stream paces a caught-up batch
+            if self._cost is None:
+                self._cost = MergeCost()
+            pace = batch_pace(self.settings, self.every, lag=0.0, started=started, expected=self._cost.expect(table.num_rows))
+            timed = pace or WritePace(share=1.0)
             process_batch(table, self.batch, store=self.store, lake=self.lake, writer="bench-api", settings=self.settings,
-                          pace=batch_pace(self.settings, self.every, lag=0.0, started=started))
+                          pace=timed)
+            self._cost.observe(table.num_rows, timed.worked)
             seconds = time.perf_counter() - started
             self.writes.append(seconds)
             self.spans.append((wall, wall + seconds))

@@ -7,8 +7,10 @@ Starts a private native stack (broker, Redis, S3 endpoint) on free ports, then:
   whole backlog (JVM start excluded; first batch included);
 - freshness: with the stream running (1 s trigger), publishes live events at a
   steady rate (default 2,000/s) for a while; every 200th is a probe from a fresh
-  user, and a poller measures produce -> readable in Redis (the user's current
-  two-minute window) for each probe; p50 / p95 / max.
+  user on a fresh product, and a poller measures, for each probe, produce ->
+  readable in Redis twice: the user's current two-minute window (the first group
+  a micro-batch writes) and the product's daily counters (the last one: every
+  feature of the event has landed); p50 / p95 / max of each.
 
     .venv/bin/python -m bench.stream                 # both, recorded in bench/results/stream.json
     .venv/bin/python -m bench.stream --rows 500000 --live-seconds 20 --no-record
@@ -30,7 +32,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from feature_store.definitions import USER_2M
+from feature_store.definitions import GROUPS, USER_2M
 from feature_store.online import OnlineStore
 from feature_store.settings import PROJECT_ROOT, Settings
 from producer.events import ClickEvent, EventSource, EventType
@@ -75,20 +77,41 @@ def throughput(spark, settings: Settings, rows: int) -> dict:
             **batch_profile(queries[0])}  # fmt: skip
 
 
-def _probe_event(user_id: int, serial: int) -> ClickEvent:
+#: The groups a probe waits for: the first a micro-batch writes and the last (see `GROUPS`).
+FIRST_GROUP, LAST_GROUP = GROUPS[0], GROUPS[-1]
+assert FIRST_GROUP is USER_2M and LAST_GROUP.entity.name == "product", "the probe reads a user's first, its product's last"
+#: Probe products: one per probe, outside the live events' pool of 5,000.
+PROBE_PRODUCTS = 5_000_000
+
+
+def _probe_event(user_id: int, serial: int, product_id: int | None = None) -> ClickEvent:
     return ClickEvent(
-        event_time=datetime.now(timezone.utc), event_type=EventType.VIEW, product_id=1_000_000 + serial % 5_000,
+        event_time=datetime.now(timezone.utc), event_type=EventType.VIEW,
+        product_id=1_000_000 + serial % 5_000 if product_id is None else product_id,
         category_id=2053013555631882655, category_code="electronics.smartphone", brand="bench", price=99.0,
         user_id=user_id, user_session=f"bench-{user_id}", source=EventSource.LIVE,
     )  # fmt: skip
+
+
+def latency_summary(latencies: list[float]) -> dict:
+    """p50 / p95 / max of some latencies in seconds (None when there are none)."""
+    ordered = sorted(latencies)
+    if not ordered:
+        return {"p50_s": None, "p95_s": None, "max_s": None}
+    return {
+        "p50_s": round(statistics.median(ordered), 3),
+        "p95_s": round(ordered[int(0.95 * (len(ordered) - 1))], 3),
+        "max_s": round(ordered[-1], 3),
+    }
 
 
 def freshness(spark, settings: Settings, rate: int, seconds: float) -> dict:
     store = OnlineStore.from_url(settings.redis_url)
     publisher = Publisher.from_settings(settings, **{"linger.ms": 5})  # fmt: skip
     queries = stream.start(spark, settings, stream.StreamOptions(trigger_seconds=1.0))
-    pending: dict[int, float] = {}
-    latencies: list[float] = []
+    pending: dict[int, tuple[float, int, bool]] = {}  # user -> (sent, product, user window seen)
+    first: list[float] = []  # produce -> the user's window readable
+    last: list[float] = []  # produce -> the product's daily counters readable (every group written)
     lock = threading.Lock()
     done = threading.Event()
 
@@ -97,12 +120,18 @@ def freshness(spark, settings: Settings, rate: int, seconds: float) -> dict:
             with lock:
                 probes = list(pending.items())
             if probes:
-                found = store.read_many(USER_2M, [u for u, _ in probes])
+                users = store.read_many(FIRST_GROUP, [u for u, _ in probes])
+                products = store.read_many(LAST_GROUP, [p for _, (_, p, _) in probes])
                 now = time.perf_counter()
                 with lock:
-                    for (user, sent), features in zip(probes, found):
-                        if features is not None:
-                            latencies.append(now - sent)
+                    for (user, (sent, product, seen)), user_row, product_row in zip(probes, users, products):
+                        if user_row is not None and not seen:
+                            first.append(now - sent)
+                            pending[user] = (sent, product, True)
+                        if product_row is not None:
+                            last.append(now - sent)
+                            if user_row is None and not seen:  # both landed between two polls
+                                first.append(now - sent)
                             pending.pop(user, None)
                         elif now - sent > 60:
                             pending.pop(user, None)  # lost: counted below
@@ -125,11 +154,13 @@ def freshness(spark, settings: Settings, rate: int, seconds: float) -> dict:
             due = int((time.perf_counter() - start) * rate)
             while sent < due:
                 user = 800_000_000 + sent
-                event = _probe_event(user, sent)
                 if sent % 200 == 0:
+                    event = _probe_event(user, sent, PROBE_PRODUCTS + sent)
                     with lock:
-                        pending[user] = time.perf_counter()
+                        pending[user] = (time.perf_counter(), event.product_id, False)
                     probes += 1
+                else:
+                    event = _probe_event(user, sent)
                 publisher.publish(str(user), event.to_wire())
                 sent += 1
             publisher.poll()
@@ -141,16 +172,16 @@ def freshness(spark, settings: Settings, rate: int, seconds: float) -> dict:
         for query in queries:
             query.stop()
     profile = batch_profile(queries[0])
-    latencies.sort()
     return {
         "rate_per_s": rate,
         "seconds": seconds,
         "events": sent,
         "probes": probes,
-        "probes_seen": len(latencies),
-        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
-        "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
-        "max_s": round(latencies[-1], 3) if latencies else None,
+        "probes_seen": len(first),
+        # the user's window, the first group written: comparable with the recordings before both were timed
+        **latency_summary(first),
+        "probes_fully_written": len(last),
+        "every_group": latency_summary(last),
         **profile,
     }
 

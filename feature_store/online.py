@@ -103,6 +103,11 @@ class WritePace:
     of about 110 events a second) the API's p99 at 200 requests/s, in paired runs: 29.8 ms
     with calls back to back, 13.7 ms at share 0.25; in a second set 12.9 ms at 0.25, 9.6 ms at
     0.1 and 8.3 ms with the writer paused (bench/api_latency.md, "Where the tail comes from").
+
+    With `expected` (the seconds of calls the batch is expected to make) the waits only use the
+    slack: they spread the calls evenly over the time left, and a batch whose calls would not
+    fit in it does not wait at all. Waiting first and writing back to back after the deadline
+    would delay the features and leave the readers behind the same calls.
     """
 
     share: float = 0.1
@@ -110,23 +115,35 @@ class WritePace:
     clock: Callable[[], float] = time.perf_counter
     sleep: Callable[[float], None] = time.sleep
     started: float | None = None  #: on `clock` (default: when made)
+    expected: float | None = None  #: seconds of merge calls the batch is expected to make (None: unknown)
+    worked: float = field(default=0.0, init=False)  #: seconds spent in calls so far
 
     def __post_init__(self) -> None:
         if not 0 < self.share <= 1:
             raise ValueError(f"share must be in (0, 1], not {self.share}")
         if self.started is None:
             self.started = self.clock()
+        self._ratio = 1.0 / self.share - 1.0  # seconds of waiting per second of calls
+        if self.expected is not None:
+            left = self.started + self.seconds - self.clock()
+            self._ratio = min(self._ratio, max(0.0, left / self.expected - 1.0) if self.expected > 0 else self._ratio)
+
+    @property
+    def waits(self) -> bool:
+        """Whether this batch's calls earn any waiting."""
+        return self._ratio > 0
 
     def wait_after(self, call_seconds: float, now: float) -> float:
         """Seconds to wait at `now` (on `clock`) after a merge call that took `call_seconds`."""
         assert self.started is not None
-        return max(0.0, min(call_seconds * (1.0 / self.share - 1.0), self.started + self.seconds - now))
+        return max(0.0, min(call_seconds * self._ratio, self.started + self.seconds - now))
 
     def call(self, function: Callable[[], Any]) -> Any:
         """`function()`, then the wait it earns."""
         called = self.clock()
         result = function()
         now = self.clock()
+        self.worked += now - called
         wait = self.wait_after(now - called, now)
         if wait > 0:
             self.sleep(wait)

@@ -72,11 +72,12 @@ class Settings(BaseSettings):
         "merge calls so that the API's reads do not queue behind a whole batch (1 = no waiting).",
     )
     stream_pace_fraction: float = Field(
-        0.8,
+        0.5,
         ge=0,
         lt=1,
         description="A micro-batch stops waiting between merge calls this fraction of the trigger interval after "
-        "it started, so the next batch starts on time (0 = never wait). A batch catching up never waits.",
+        "it started, so that it still fits in its interval (0 = never wait). A batch whose oldest event has waited "
+        "more than (1 + this fraction) intervals never waits: the stream is behind.",
     )
 
     # --- API -------------------------------------------------------------------

@@ -191,18 +191,16 @@ class _EndProbe:
         """
         listed = {p: self.watermarks(p)[1] for p in partitions}
         start = {p: max(listed[p], self._known.get(p, 0)) for p in partitions}
-        ends, seen = self._fetch_to_eof(start, timeout=CHASE_SECONDS if chase else 1.0)
         self.inexact = set()
-        if chase:
-            for p in partitions:
-                if p not in ends and seen.get(p, -1) > start[p]:
-                    ends[p] = seen[p]
-                    self.inexact.add(p)
+        ends = self._ends_or_bounds(start, CHASE_SECONDS if chase else 1.0, CHASE_SECONDS if chase else None)
         missing = [p for p in partitions if p not in ends]
         if missing:
             # Fetching from a remembered end past the log end gets no EOF (the log was
-            # reset): the listed high watermark is always <= the true end, so retry from there.
-            ends.update(self._fetch_to_eof({p: listed[p] for p in missing}, timeout=self.timeout)[0])
+            # reset), and on a busy machine the first fetch may bring nothing in time: the
+            # listed high watermark is always <= the true end, so retry from there, longer,
+            # settling for a lower bound again when chasing (a partition written without pause
+            # reports no EOF here either: raising then used to stop the stream under load).
+            ends.update(self._ends_or_bounds({p: listed[p] for p in missing}, self.timeout, CHASE_SECONDS if chase else None))
         missing = [p for p in partitions if p not in ends]
         if missing:
             raise TimeoutError(
@@ -211,15 +209,37 @@ class _EndProbe:
         self._known.update(ends)
         return ends
 
-    def _fetch_to_eof(self, start: Mapping[int, int], timeout: float) -> tuple[dict[int, int], dict[int, int]]:
-        """(ends reported by EOF, 1 + the last offset seen) of each partition, fetching from `start`."""
+    def _ends_or_bounds(self, start: Mapping[int, int], timeout: float, settle: float | None) -> dict[int, int]:
+        """The ends reported by EOF fetching from `start`; with `settle`, a partition that brought records
+        past its start but no EOF within `settle` seconds ends past the last of them (added to `inexact`)."""
+        ends, seen = self._fetch_to_eof(start, timeout, settle)
+        if settle is not None:
+            for p, first in start.items():
+                if p not in ends and seen.get(p, -1) > first:
+                    ends[p] = seen[p]
+                    self.inexact.add(p)
+        return ends
+
+    def _fetch_to_eof(
+        self, start: Mapping[int, int], timeout: float, settle: float | None = None
+    ) -> tuple[dict[int, int], dict[int, int]]:
+        """(ends reported by EOF, 1 + the last offset seen) of each partition, fetching from `start` until every
+        partition reported its end, for at most `timeout` s; with `settle`, after `settle` s a partition that
+        brought records counts as done too."""
         consumer = self._consumer
         consumer.assign([TopicPartition(self.topic, p, o) for p, o in start.items()])
         ends: dict[int, int] = {}
         seen: dict[int, int] = {}
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
+
+        def done() -> int:
+            if settle is None or time.monotonic() - began < settle:
+                return len(ends)
+            return len(ends.keys() | {p for p, last in seen.items() if last > start[p]})
+
         try:
-            while len(ends) < len(start) and time.monotonic() < deadline:
+            while done() < len(start) and time.monotonic() < deadline:
                 # Short waits: consume() returns early only once num_messages have arrived.
                 for msg in consumer.consume(num_messages=10_000, timeout=0.01):
                     err = msg.error()

@@ -15,10 +15,10 @@ One query reads the clicks topic once (checkpoint CHECKPOINT_DIR/stream); its
    into Redis with Lua scripts that apply each `<query id>:<batch id>` once per key:
    the two-minute user and product windows (per 20-s pane, merged into every window
    that contains it), the sessions with their latest raw events, the hourly and daily
-   product counters; flags bots. While the stream is caught up, it waits between its
-   merge calls (`batch_pace`: at most STREAM_REDIS_SHARE of Redis's time, within
-   STREAM_PACE_FRACTION of the trigger interval), so that the API's reads do not queue
-   behind a whole batch.
+   product counters; flags bots. While the stream is caught up and its batch is small
+   enough, it waits between its merge calls (`batch_pace`: at most STREAM_REDIS_SHARE
+   of Redis's time, within STREAM_PACE_FRACTION of the trigger interval, using only the
+   slack), so that the API's reads do not queue behind a whole batch.
 
 No streaming state: no watermark, no state store. Each batch logs its id, rows,
 duration and lag, and records them in Redis for the API's metrics, per stage:
@@ -134,24 +134,48 @@ def horizon(settings: Settings, group: FeatureGroup) -> float:
     return time.time() - reach
 
 
-def batch_pace(
-    settings: Settings, trigger_seconds: float, lag: float | None, started: float | None = None
-) -> WritePace | None:
-    """How a micro-batch that `started` (perf_counter; default now) shares Redis with the API, or None:
-    pacing is off, or the batch is catching up.
+@dataclass
+class MergeCost:
+    """Seconds of Redis merge calls per event, smoothed over the latest batches: how long the next
+    batch's calls will take (`WritePace.expected`)."""
 
-    Its waits end STREAM_PACE_FRACTION of the trigger interval after it started: they use
-    the interval's slack and the next batch starts on time. `lag` is how long the batch's
-    oldest event waited since the broker got it (None: unknown, as for events without an
-    ingest time); a caught-up stream's is about an interval, so past two the stream is
-    behind and every wait would put it further behind.
+    per_event: float | None = None
+    weight: float = 0.3  #: of the newest batch
+
+    def expect(self, events: int) -> float | None:
+        return None if self.per_event is None else self.per_event * events
+
+    def observe(self, events: int, seconds: float) -> None:
+        if events > 0:
+            latest = seconds / events
+            self.per_event = latest if self.per_event is None else (1 - self.weight) * self.per_event + self.weight * latest
+
+
+def batch_pace(
+    settings: Settings, trigger_seconds: float, lag: float | None, started: float | None = None,
+    expected: float | None = None,
+) -> WritePace | None:  # fmt: skip
+    """How a micro-batch that `started` (perf_counter; default now) shares Redis with the API, or None:
+    pacing is off, or the stream has no slack for it.
+
+    Its waits end STREAM_PACE_FRACTION of the trigger interval after it started, so the
+    batch still fits in its interval with Spark's own steps around it, and they spread the
+    `expected` seconds of merge calls (`MergeCost`) over what is left of that: a batch whose
+    calls would not fit does not wait. `lag` is how long the batch's oldest event had waited
+    since the broker got it when the batch began (None: unknown, as for events without an
+    ingest time). A caught-up stream's lag is about one interval; past one interval plus the
+    waiting window, the previous batch ran over its interval, and waiting now would put the
+    stream further behind: such a batch writes at full speed. The stream's freshness comes
+    before the API's tail.
     """
-    if settings.stream_pace_fraction <= 0 or settings.stream_redis_share >= 1:
+    fraction = settings.stream_pace_fraction
+    if fraction <= 0 or settings.stream_redis_share >= 1:
         return None
-    if lag is not None and lag > 2 * trigger_seconds:
+    if lag is not None and lag > (1 + fraction) * trigger_seconds:
         return None
-    return WritePace(share=settings.stream_redis_share, seconds=settings.stream_pace_fraction * trigger_seconds,
-                     started=started)  # fmt: skip
+    pace = WritePace(share=settings.stream_redis_share, seconds=fraction * trigger_seconds, started=started,
+                     expected=expected)  # fmt: skip
+    return pace if pace.waits else None
 
 
 def process_batch(
@@ -208,6 +232,8 @@ def sink(settings: Settings, checkpoint: Path, trigger_seconds: float) -> Callab
     lake = Lake(settings.lake_url, settings)
     dead_letters = Publisher.from_settings(settings)
 
+    cost = MergeCost()
+
     def write(batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
         table = parse_records(batch.toArrow(), dead_letters)
@@ -215,9 +241,12 @@ def sink(settings: Settings, checkpoint: Path, trigger_seconds: float) -> Callab
         rows = table.num_rows
         oldest = pc.min(table.column("ingest_time")).as_py() if rows else None
         oldest_ingest = oldest.timestamp() if oldest else None
-        pace = batch_pace(settings, trigger_seconds, time.time() - oldest_ingest if oldest_ingest else None, started)
+        pace = batch_pace(settings, trigger_seconds, time.time() - oldest_ingest if oldest_ingest else None, started,
+                          cost.expect(rows))  # fmt: skip
+        timed = pace or WritePace(share=1.0)  # a full share never waits: it only times the calls
         steps = process_batch(table, batch_id, store=store, lake=lake, writer=_writer_id(checkpoint), settings=settings,
-                              pace=pace)
+                              pace=timed)
+        cost.observe(rows, timed.worked)
         _record(store, "windows", batch_id, rows, collected + steps["dedupe"] + steps["windows"], oldest_ingest)
         _record(store, "events", batch_id, rows, collected + steps["dedupe"] + steps["lake"] + steps["events"], oldest_ingest)
         lag = f"{time.time() - oldest_ingest:.2f}" if oldest_ingest else "-"

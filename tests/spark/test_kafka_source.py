@@ -287,6 +287,54 @@ def test_the_end_is_the_true_log_end_not_the_listed_high_watermark(
         reader.stop()
 
 
+@pytest.mark.integration
+def test_a_partition_written_without_pause_gets_a_proven_end_not_an_error(
+    stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under steady writes the probe's first short fetch may bring nothing (a busy machine; here a
+    chase of 0.1 ms forces it) and the retry from the listed high watermark gets no EOF either: it
+    must settle for a lower bound, as the first fetch does, not raise (that stopped the stream)."""
+    import threading
+
+    import spark_jobs.kafka_source as source
+
+    topic = _topic(stack, "steady-writes", partitions=1)
+    _produce(stack, topic, 0, 100)
+    stop = threading.Event()
+
+    def write_without_pause() -> None:
+        publisher = Publisher(stack.kafka_bootstrap, clicks_topic=topic, dlq_topic=topic + ".dlq", **{"linger.ms": 0})
+        n = 100
+        while not stop.is_set():
+            publisher.publish("k", json.dumps({"n": n}))
+            publisher.poll()
+            n += 1
+        publisher.flush()
+
+    writer = threading.Thread(target=write_without_pause, daemon=True)
+    monkeypatch.setattr(source, "CHASE_SECONDS", 0.0001)
+    probe = source._EndProbe(stack.kafka_bootstrap, topic, {}, timeout=5.0)
+    writer.start()
+    try:
+        ends = []
+        for _ in range(30):
+            listed = probe.watermarks(0)[1]
+            end = probe.true_ends([0], chase=True)[0]
+            assert end >= listed  # never short of what the broker already listed
+            ends.append(end)
+        assert ends == sorted(ends) and ends[-1] > ends[0]  # it follows the writes, never backwards
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+        probe.close()
+    after = source._EndProbe(stack.kafka_bootstrap, topic, {})
+    try:
+        final = after.true_ends([0])[0]  # the writes have stopped: an EOF gives the true end
+    finally:
+        after.close()
+    assert ends[-1] <= final  # a lower bound: every offset below it exists
+
+
 def pickle_roundtrip(reader: KafkaStreamReader) -> KafkaStreamReader:
     """The reader as a worker gets it (Spark pickles it; the driver's consumer must stay behind)."""
     import pickle

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from feature_store.online import OnlineStore, WritePace
 from feature_store.settings import Settings
-from spark_jobs.stream import batch_pace
+from spark_jobs.stream import MergeCost, batch_pace
 
 
 class FakeClock:
@@ -77,8 +79,11 @@ def test_no_pace_means_no_waiting() -> None:
     ("share", "fraction", "lag", "paced"),
     [
         (0.1, 0.8, 0.8, True),  # caught up
+        (0.1, 0.5, 2.9, True),  # within an interval plus the waiting window (2.0 + 1.0 s)
+        (0.1, 0.5, 3.1, False),  # past it: the previous batch ran over, full speed
+        (0.1, 0.8, 3.5, True),  # a wider waiting window tolerates more lag (2.0 + 1.6 s) ...
+        (0.1, 0.8, 4.5, False),  # ... but not more
         (0.1, 0.8, None, True),  # no ingest times: taken as live
-        (0.1, 0.8, 4.5, False),  # behind by more than two trigger intervals: full speed
         (0.1, 0.0, 0.5, False),  # pacing off
         (1.0, 0.8, 0.5, False),  # all of Redis's time: nothing to wait for
     ],
@@ -91,3 +96,46 @@ def test_a_batch_is_paced_within_its_trigger_interval_only_while_the_stream_is_c
     assert (pace is not None) == paced
     if pace is not None:
         assert (pace.share, pace.started, pace.started + pace.seconds) == (share, 50.0, pytest.approx(50.0 + 2.0 * fraction))
+
+
+def test_expected_calls_are_spread_evenly_over_the_time_left() -> None:
+    clock = FakeClock()
+    # 40 ms of calls expected in a 100-ms window: 60 ms of waiting to share among them (ratio 1.5)
+    pace = WritePace(share=0.1, seconds=0.1, clock=clock, sleep=clock.sleep, expected=0.04)
+    calls: list[list] = []
+
+    def script(args: list) -> int:
+        calls.append(args)
+        clock.now += 0.01
+        return 0
+
+    OnlineStore._merge_in_calls(script, [], 4 * 20, lambda args, r: args.append(r), pace)
+    assert clock.sleeps == [pytest.approx(0.015)] * 4
+    assert clock.now == pytest.approx(100.1)  # the last call ends its wait at the deadline, no later
+    assert pace.worked == pytest.approx(0.04)
+
+
+def test_a_batch_whose_calls_would_not_fit_does_not_wait_at_all() -> None:
+    pace = WritePace(share=0.1, seconds=0.5, started=10.0, clock=lambda: 10.2, expected=0.4)  # 0.3 s left
+    assert not pace.waits
+    assert pace.wait_after(0.01, 10.25) == 0.0
+    # small enough: the share decides, not the slack
+    assert WritePace(share=0.1, seconds=0.5, started=10.0, clock=lambda: 10.0, expected=0.01).wait_after(0.001, 10.0) == (
+        pytest.approx(0.009)
+    )
+
+
+def test_merge_cost_expects_the_smoothed_cost_per_event() -> None:
+    cost = MergeCost(weight=0.5)
+    assert cost.expect(100) is None  # nothing seen yet
+    cost.observe(100, 0.02)
+    assert cost.expect(50) == pytest.approx(0.01)
+    cost.observe(0, 5.0)  # an empty batch says nothing
+    cost.observe(100, 0.04)
+    assert cost.expect(100) == pytest.approx(0.03)
+
+
+def test_batch_pace_leaves_a_batch_that_would_not_fit_at_full_speed() -> None:
+    settings = Settings(_env_file=None, stream_redis_share=0.1, stream_pace_fraction=0.5)
+    assert batch_pace(settings, 1.0, 1.0, started=time.perf_counter(), expected=0.01) is not None
+    assert batch_pace(settings, 1.0, 1.0, started=time.perf_counter(), expected=0.6) is None
