@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.machine import machine
 from feature_store.lake import load_events
 from feature_store.settings import PROJECT_ROOT, Settings
 from producer.synth import SynthConfig, write_synthetic_csv
@@ -192,7 +192,7 @@ def main() -> None:
     results.update({
         "benchmark": "analytics job on synthetic data; purchase-model scoring latency",
         "command": "make bench  (or: .venv/bin/python -m bench.analytics)",
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {sys.version.split()[0]}",
+        "machine": machine(),
         "date": date.today().isoformat(),
     })  # fmt: skip
     if not args.skip_analytics:

@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -66,6 +65,7 @@ import pyarrow as pa
 
 from feature_store.artifacts import Artifacts, open_artifacts
 from feature_store.definitions import USER_2M, USER_PROFILE, FeatureGroup
+from bench.machine import machine
 from feature_store.settings import PROJECT_ROOT, Settings
 from services.stack import native
 from services.stack.processes import Supervisor, wait_for
@@ -889,16 +889,6 @@ def feature_reads(settings: Settings, live: LiveFeatures, user: int, candidates:
 # --------------------------------------------------------------------------- #
 # The run
 # --------------------------------------------------------------------------- #
-
-
-def machine() -> dict[str, Any]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())  # fmt: skip
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PROJECT_ROOT).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, cwd=PROJECT_ROOT).stdout.strip()
-    return {"cores": os.cpu_count(), "cpu": model, "memory_gb": round(mem / 1024**2, 1), "arch": platform.machine(),
-            "python": platform.python_version(), "git": commit + ("+dirty" if dirty else "")}  # fmt: skip
 
 
 def loadavg() -> list[float]:

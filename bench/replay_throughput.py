@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import re
 import signal
 import statistics
@@ -25,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.machine import machine
 from feature_store.settings import PROJECT_ROOT, Settings
 from producer.synth import SynthConfig, write_synthetic_csv
 from services.stack import native
@@ -111,7 +111,7 @@ def main() -> None:
     result = {
         "benchmark": "replay CSV -> broker (clickrec replay, acks=all, 3 partitions, native tansu broker)",
         "command": "make bench  (or: .venv/bin/python -m bench.replay_throughput)",
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "source_file": source.name,
         "results": rows,

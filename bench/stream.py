@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -32,6 +31,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from bench.machine import machine
 from feature_store.definitions import GROUPS, USER_2M
 from feature_store.online import OnlineStore
 from feature_store.settings import PROJECT_ROOT, Settings
@@ -222,7 +222,7 @@ def main() -> None:
     record = {
         "benchmark": "clickrec stream: Kafka (native broker) -> Spark local[*] -> Redis and the lake, one query",
         "command": ".venv/bin/python -m bench.stream",
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         **results,
