@@ -323,6 +323,16 @@ def test_a_partition_written_without_pause_gets_a_proven_end_not_an_error(
             assert end >= listed  # never short of what the broker already listed
             ends.append(end)
         assert ends == sorted(ends) and ends[-1] > ends[0]  # it follows the writes, never backwards
+        # the other two places that ask for the end: a query starting from the latest offset ...
+        reader = KafkaStreamReader({"bootstrap": stack.kafka_bootstrap, "topic": topic, "startingOffsets": "latest"})
+        try:
+            listed = probe.watermarks(0)[1]
+            assert reader.initialOffset()["0"] >= listed
+            # ... and Trigger.AvailableNow's target
+            reader.prepareForTriggerAvailableNow()
+            assert reader._target is not None and reader._target[0] >= listed
+        finally:
+            reader.stop()
     finally:
         stop.set()
         writer.join(timeout=30)
