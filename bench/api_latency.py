@@ -441,8 +441,7 @@ class LiveFeatures:
     def write(self, at: float | None = None, spread: float = 5.0, part: slice = slice(None)) -> float:
         """One micro-batch of live events ending at `at` (default now) for the `part` of the products and
         users (default all), through the stream's own batch code."""
-        from feature_store.online import WritePace
-        from spark_jobs.stream import MergeCost, batch_pace, process_batch
+        from spark_jobs.stream import MergeCost, process_paced_batch
 
         with self._lock:
             started, wall = time.perf_counter(), time.time()
@@ -451,11 +450,8 @@ class LiveFeatures:
             # paced as the stream paces a caught-up batch
             if self._cost is None:
                 self._cost = MergeCost()
-            pace = batch_pace(self.settings, self.every, lag=0.0, started=started, expected=self._cost.expect(table.num_rows))
-            timed = pace or WritePace(share=1.0)
-            process_batch(table, self.batch, store=self.store, lake=self.lake, writer="bench-api", settings=self.settings,
-                          pace=timed)
-            self._cost.observe(table.num_rows, timed.worked)
+            process_paced_batch(table, self.batch, store=self.store, lake=self.lake, writer="bench-api",
+                                settings=self.settings, trigger_seconds=self.every, lag=0.0, started=started, cost=self._cost)  # fmt: skip
             seconds = time.perf_counter() - started
             self.writes.append(seconds)
             self.spans.append((wall, wall + seconds))

@@ -205,6 +205,19 @@ def process_batch(
     return steps
 
 
+def process_paced_batch(
+    table: pa.Table, batch_id: int, *, store: OnlineStore, lake: Lake, writer: str, settings: Settings,
+    trigger_seconds: float, lag: float | None, started: float, cost: MergeCost,
+) -> tuple[dict[str, float], bool]:  # fmt: skip
+    """`process_batch`, paced as `batch_pace` says (its expected calls from `cost`, which then learns from the
+    batch's own calls); returns the seconds per step and whether it was paced."""
+    pace = batch_pace(settings, trigger_seconds, lag, started, cost.expect(table.num_rows))
+    timed = pace or WritePace(share=1.0)  # a full share never waits: it only times the calls
+    steps = process_batch(table, batch_id, store=store, lake=lake, writer=writer, settings=settings, pace=timed)
+    cost.observe(table.num_rows, timed.worked)
+    return steps, pace is not None
+
+
 def write_online(
     events: pa.Table, batch_id: int, *, store: OnlineStore, writer: str, settings: Settings, pace: WritePace | None = None
 ) -> dict[str, float]:
@@ -227,11 +240,10 @@ def write_online(
 
 
 def sink(settings: Settings, checkpoint: Path, trigger_seconds: float) -> Callable[[DataFrame, int], None]:
-    """The query's foreachBatch: collect the batch as Arrow once, then `process_batch` (paced: `batch_pace`)."""
+    """The query's foreachBatch: collect the batch as Arrow once, then `process_paced_batch`."""
     store = OnlineStore.from_url(settings.redis_url)
     lake = Lake(settings.lake_url, settings)
     dead_letters = Publisher.from_settings(settings)
-
     cost = MergeCost()
 
     def write(batch: DataFrame, batch_id: int) -> None:
@@ -241,19 +253,18 @@ def sink(settings: Settings, checkpoint: Path, trigger_seconds: float) -> Callab
         rows = table.num_rows
         oldest = pc.min(table.column("ingest_time")).as_py() if rows else None
         oldest_ingest = oldest.timestamp() if oldest else None
-        pace = batch_pace(settings, trigger_seconds, time.time() - oldest_ingest if oldest_ingest else None, started,
-                          cost.expect(rows))  # fmt: skip
-        timed = pace or WritePace(share=1.0)  # a full share never waits: it only times the calls
-        steps = process_batch(table, batch_id, store=store, lake=lake, writer=_writer_id(checkpoint), settings=settings,
-                              pace=timed)
-        cost.observe(rows, timed.worked)
+        steps, paced = process_paced_batch(
+            table, batch_id, store=store, lake=lake, writer=_writer_id(checkpoint), settings=settings,
+            trigger_seconds=trigger_seconds, lag=time.time() - oldest_ingest if oldest_ingest else None, started=started,
+            cost=cost,
+        )  # fmt: skip
         _record(store, "windows", batch_id, rows, collected + steps["dedupe"] + steps["windows"], oldest_ingest)
         _record(store, "events", batch_id, rows, collected + steps["dedupe"] + steps["lake"] + steps["events"], oldest_ingest)
         lag = f"{time.time() - oldest_ingest:.2f}" if oldest_ingest else "-"
         log.info(
             "batch %d: %d rows in %.2f s (collect %.2f, %s), lag %s s%s",
             batch_id, rows, time.perf_counter() - started, collected,
-            ", ".join(f"{k} {v:.2f}" for k, v in steps.items()), lag, ", paced" if pace else "",
+            ", ".join(f"{k} {v:.2f}" for k, v in steps.items()), lag, ", paced" if paced else "",
         )  # fmt: skip
 
     return write
