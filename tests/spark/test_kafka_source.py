@@ -303,7 +303,9 @@ def test_a_partition_written_without_pause_gets_a_proven_end_not_an_error(
     stop = threading.Event()
 
     def write_without_pause() -> None:
-        publisher = Publisher(stack.kafka_bootstrap, clicks_topic=topic, dlq_topic=topic + ".dlq", **{"linger.ms": 0})
+        # a short local queue: the writes reach the broker without pause, and stop soon after `stop`
+        publisher = Publisher(stack.kafka_bootstrap, clicks_topic=topic, dlq_topic=topic + ".dlq",
+                              **{"linger.ms": 0, "queue.buffering.max.messages": 1_000})  # fmt: skip
         n = 100
         while not stop.is_set():
             publisher.publish("k", json.dumps({"n": n}))
@@ -335,8 +337,9 @@ def test_a_partition_written_without_pause_gets_a_proven_end_not_an_error(
             reader.stop()
     finally:
         stop.set()
-        writer.join(timeout=30)
+        writer.join(timeout=60)
         probe.close()
+    assert not writer.is_alive()  # every write is in the log: the end below is exact
     after = source._EndProbe(stack.kafka_bootstrap, topic, {})
     try:
         final = after.true_ends([0])[0]  # the writes have stopped: an EOF gives the true end
