@@ -67,9 +67,7 @@ from feature_store.artifacts import Artifacts, open_artifacts
 from feature_store.definitions import USER_2M, USER_PROFILE, FeatureGroup
 from bench.machine import machine
 from feature_store.settings import PROJECT_ROOT, Settings
-from services.stack import native
-from services.stack.processes import Supervisor, wait_for
-from tests.services import free_ports, native_settings
+from tests.services import free_ports, private_redis
 
 log = logging.getLogger("bench.api")
 RESULTS = PROJECT_ROOT / "bench" / "results" / "api_latency.json"
@@ -82,23 +80,6 @@ POOL = 200  #: candidates per request (the API_CANDIDATE_POOL default)
 # --------------------------------------------------------------------------- #
 # Processes: Redis, the API, CPU and memory of a pid
 # --------------------------------------------------------------------------- #
-
-
-@contextmanager
-def private_redis(run_dir: Path) -> Iterator[tuple[Settings, int]]:
-    """A native Redis on a free port (the stack's own declaration); yields settings aimed at it and its pid."""
-    settings = native_settings(run_dir)
-    svc = next(s for s in native.SERVICES if s.name == "redis")
-    sup = Supervisor(Path(settings.run_dir))
-    workdir = Path(settings.run_dir) / "redis"  # where the declaration points Redis's --dir
-    workdir.mkdir(parents=True, exist_ok=True)
-    sup.start("redis", svc.argv(settings), cwd=workdir)
-    try:
-        if not wait_for(lambda: native.redis_healthy(settings), 15):
-            raise RuntimeError(f"redis did not start; see {sup.log_path('redis')}")
-        yield settings, int(sup.state("redis").pid)
-    finally:
-        sup.stop("redis")
 
 
 def process_tree(pid: int) -> list[int]:
@@ -1138,7 +1119,8 @@ def main() -> None:
     }  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="clickrec-bench-api-") as tmp_name:
         tmp = Path(tmp_name)
-        with private_redis(tmp) as (settings, redis_pid):
+        with private_redis(tmp) as server:
+            settings, redis_pid = server.settings, server.pid
             result["small"] = small_scale(args, tmp, settings, redis_pid, python)
             result["loadavg_after_small"] = loadavg()
             if not args.no_october:

@@ -79,6 +79,12 @@ class Settings(BaseSettings):
         "it started, so that it still fits in its interval (0 = never wait). A batch whose oldest event has waited "
         "more than (1 + this fraction) intervals never waits: the stream is behind.",
     )
+    stream_max_restarts: int = Field(
+        5,
+        ge=0,
+        description="How often in ten minutes the stream starts a failed query again from its checkpoint (after "
+        "1, 2, 4 ... up to 60 s) before the process exits (0 = exit on the first failure).",
+    )
 
     # --- API -------------------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")

@@ -207,7 +207,9 @@ def stream(
     """Run the Spark Structured Streaming job: clicks -> two-minute windows, sessions, counters -> Redis; events -> lake.
 
     Checkpoints live in CHECKPOINT_DIR: a restart resumes where it stopped,
-    losing nothing and counting nothing twice. Ctrl-C stops it.
+    losing nothing and counting nothing twice. A query that fails (Redis or the
+    broker away) starts again from its checkpoint after 1, 2, 4 ... 60 s, up to
+    STREAM_MAX_RESTARTS times in ten minutes. Ctrl-C stops it.
     """
     from spark_jobs.stream import StreamOptions, run
 

@@ -20,6 +20,9 @@ One query reads the clicks topic once (checkpoint CHECKPOINT_DIR/stream); its
    of Redis's time, within STREAM_PACE_FRACTION of the trigger interval, using only the
    slack), so that the API's reads do not queue behind a whole batch.
 
+A query that fails (Redis, the broker or the lake away for longer than their clients
+retry) starts again from its checkpoint after a backoff (`supervise`, `RestartPolicy`).
+
 No streaming state: no watermark, no state store. Each batch logs its id, rows,
 duration and lag, and records them in Redis for the API's metrics, per stage:
 `fs:v1:stream:windows` (the two-minute windows) and `fs:v1:stream:events` (lake,
@@ -32,12 +35,14 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import redis
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -294,24 +299,101 @@ def run_to_end(queries: list) -> None:
             query.stop()
 
 
-def run(settings: Settings, options: StreamOptions = StreamOptions()) -> None:
-    """`clickrec stream`: run until interrupted (or until a query fails, which is raised)."""
-    logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per Spark callback otherwise
-    spark = spark_session("clickrec-stream", settings)
-    spark.sparkContext.setLogLevel("WARN")
+@dataclass
+class RestartPolicy:
+    """When `clickrec stream` starts a failed query again: after `first_delay` seconds, doubled
+    for each earlier failure in the last `period` (at most `max_delay`); past `max_failures`
+    failures in that period it gives up, and the process's own supervisor (compose's restart
+    policy, or the next `make up`) takes over. A failure is Redis, the broker or the lake away
+    for longer than their clients retry: the query's checkpoint lets a restart lose nothing."""
+
+    max_failures: int
+    period: float = 600.0
+    first_delay: float = 1.0
+    max_delay: float = 60.0
+    failures: deque[float] = field(default_factory=deque)  #: monotonic times within `period`
+
+    def after_failure(self, now: float) -> float | None:
+        """Count a failure at `now` (monotonic seconds): the seconds to wait before the restart, or None to give up."""
+        self.failures.append(now)
+        while self.failures[0] <= now - self.period:
+            self.failures.popleft()
+        if len(self.failures) > self.max_failures:
+            return None
+        return min(self.max_delay, self.first_delay * 2 ** (len(self.failures) - 1))
+
+
+def failure_summary(message: str) -> str:
+    """The line that says why a streaming query failed: the last line of the error's own message,
+    before the query's description that Spark appends (the whole traceback is logged by py4j)."""
+    lines = [line.strip() for line in message.split("=== Streaming Query ===")[0].splitlines() if line.strip()]
+    return lines[-1] if lines else message
+
+
+def supervise(
+    spark: SparkSession, settings: Settings, options: StreamOptions, stop: threading.Event,
+    policy: RestartPolicy | None = None,
+) -> None:  # fmt: skip
+    """Run the streaming query until `stop` is set, beating the stream's heartbeat every second and
+    starting the query again from its checkpoint when it fails, as `policy` (default: STREAM_MAX_RESTARTS
+    in ten minutes) says; raises RuntimeError when the policy gives up."""
+    policy = policy or RestartPolicy(settings.stream_max_restarts)
+    heartbeat = _Heartbeat(OnlineStore.from_url(settings.redis_url))
     queries = start(spark, settings, options)
     log.info("streaming from %s topic %s; checkpoints in %s", settings.kafka_bootstrap, settings.clicks_topic, settings.checkpoint_dir)
-    store = OnlineStore.from_url(settings.redis_url)
-    stop = threading.Event()
     try:
         while not stop.wait(1.0):
-            store.beat("stream")
+            heartbeat.beat()
+            failed = next((query for query in queries if not query.isActive), None)
+            if failed is None:
+                continue
+            error = failed.exception()
             for query in queries:
-                if not query.isActive:
-                    error = query.exception()
-                    raise RuntimeError(f"streaming query {query.name} stopped: {error}")
-    except KeyboardInterrupt:
-        log.info("stopping the streaming queries")
+                query.stop()
+            delay = policy.after_failure(time.monotonic())
+            if delay is None:
+                raise RuntimeError(
+                    f"streaming query {failed.name} failed {len(policy.failures)} times in {policy.period:.0f} s, "
+                    f"more than STREAM_MAX_RESTARTS={policy.max_failures}; the last time: {error}"
+                )
+            log.error("streaming query %s failed: %s", failed.name, failure_summary(str(error)))
+            log.warning("starting query %s again from its checkpoint in %.1f s (failure %d of %d allowed in %.0f s)",
+                        failed.name, delay, len(policy.failures), policy.max_failures, policy.period)  # fmt: skip
+            if stop.wait(delay):
+                break
+            queries = start(spark, settings, options)
+            log.info("streaming query %s started again from its checkpoint", failed.name)
     finally:
         for query in queries:
             query.stop()
+
+
+class _Heartbeat:
+    """The stream's heartbeat in Redis (the API's /ready reads it): Redis being away is logged, not raised."""
+
+    def __init__(self, store: OnlineStore) -> None:
+        self.store = store
+        self.reachable = True
+
+    def beat(self) -> None:
+        try:
+            self.store.beat("stream")
+        except redis.RedisError as error:
+            if self.reachable:
+                log.warning("cannot write the stream's heartbeat to Redis (%s); the stream goes on", error)
+            self.reachable = False
+            return
+        if not self.reachable:
+            log.info("Redis is reachable again: the stream's heartbeat goes on")
+        self.reachable = True
+
+
+def run(settings: Settings, options: StreamOptions = StreamOptions()) -> None:
+    """`clickrec stream`: run until interrupted, starting a failed query again (see `supervise`)."""
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # one INFO line per Spark callback otherwise
+    spark = spark_session("clickrec-stream", settings)
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        supervise(spark, settings, options, threading.Event())
+    except KeyboardInterrupt:
+        log.info("stopped the streaming queries")

@@ -20,13 +20,15 @@ import re
 import socket
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 
 from feature_store.settings import Settings
 from services.stack import native
+from services.stack.processes import ProcessState, Supervisor, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,48 @@ def native_settings(run_dir: Path, **overrides: object) -> Settings:
         "api_compiled_dir": run_dir / "data" / "api-compiled",
     }
     return Settings(_env_file=None, **{**values, **overrides})
+
+
+class PrivateRedis:
+    """A native Redis of its own on a free port (the stack's declaration of it), for work that
+    must not share the test session's Redis: benchmarks, and tests that take Redis away."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.settings = native_settings(run_dir)
+        self._service = next(s for s in native.SERVICES if s.name == "redis")
+        self._supervisor = Supervisor(Path(self.settings.run_dir))
+        self._workdir = Path(self.settings.run_dir) / "redis"  # where the declaration points Redis's --dir
+
+    @property
+    def pid(self) -> int:
+        return int(self._supervisor.state("redis").pid)
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start Redis (again); it loads what `shutdown_saving` saved."""
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        self._supervisor.start("redis", self._service.argv(self.settings), cwd=self._workdir)
+        if not wait_for(lambda: native.redis_healthy(self.settings), timeout):
+            raise RuntimeError(f"redis did not start; see {self._supervisor.log_path('redis')}")
+
+    def shutdown_saving(self, timeout: float = 15.0) -> None:
+        """Take Redis away as a restart with persistence does: save the data, then exit."""
+        redis.Redis.from_url(self.settings.redis_url).shutdown(save=True)
+        if not wait_for(lambda: self._supervisor.state("redis").state is not ProcessState.RUNNING, timeout):
+            raise RuntimeError(f"redis did not exit; see {self._supervisor.log_path('redis')}")
+
+    def stop(self) -> None:
+        self._supervisor.stop("redis")
+
+
+@contextmanager
+def private_redis(run_dir: Path) -> Iterator[PrivateRedis]:
+    """A started `PrivateRedis`, stopped at the end."""
+    server = PrivateRedis(run_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def unique_topic_name(hint: str = "t") -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,7 +30,7 @@ from producer.replay import ReplayOptions, replay
 from producer.topics import ensure_topics, read_topic
 from spark_jobs import stream
 from spark_jobs.features import batch_features, batch_session_events
-from tests.services import unique_topic_name
+from tests.services import private_redis, unique_topic_name
 
 pytestmark = pytest.mark.integration
 
@@ -163,6 +165,55 @@ def test_a_restart_from_the_checkpoint_loses_nothing_and_counts_nothing_twice(sp
     stream.run_to_end(queries)
     assert_online_equals_offline(spark, settings)
     assert_session_events_equal_offline(spark, settings)
+
+
+def _lake_rows(settings: Settings) -> int:
+    try:
+        return Lake(settings.lake_url, settings).read().num_rows
+    except FileNotFoundError:  # no batch written yet
+        return 0
+
+
+def _poll(condition, seconds: float, what: str, supervised: Future) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if supervised.done():
+            supervised.result()  # raises what ended the supervisor
+            raise AssertionError(f"the stream's supervisor returned before {what}")
+        assert time.monotonic() < deadline, f"not within {seconds:g} s: {what}"
+        time.sleep(0.2)
+
+
+@needs_sample
+def test_the_stream_outlives_a_redis_outage_and_loses_nothing(spark, settings: Settings, tmp_path: Path) -> None:
+    # Redis goes away (saving its data, as a restart with persistence does) while events keep
+    # arriving: the batch fails, the query fails, and `supervise` starts it again until Redis is
+    # back; then the events sent during the outage are in Redis and the lake, each once.
+    with private_redis(tmp_path / "redis") as server:
+        configured = settings.model_copy(update={"redis_url": server.settings.redis_url})
+        policy = stream.RestartPolicy(max_failures=100, first_delay=0.2, max_delay=1.0)
+        stop = threading.Event()
+        options = stream.StreamOptions(trigger_seconds=0.5, max_rows_per_batch=2_000)
+        with ThreadPoolExecutor(1) as pool:
+            supervised = pool.submit(stream.supervise, spark, configured, options, stop, policy)
+            try:
+                _replay(configured, limit=3_000)
+                store = OnlineStore.from_url(configured.redis_url)
+                _poll(lambda: store.stream_stats("events"), 180, "a first batch was written", supervised)
+                server.shutdown_saving()
+                _replay(configured, skip=3_000)
+                _poll(lambda: len(policy.failures) >= 2, 120, "the query failed and was started again", supervised)
+                server.start()
+                sent = {json.loads(r.value)["event_id"] for r in read_topic(configured.kafka_bootstrap, configured.clicks_topic)}
+                _poll(lambda: _lake_rows(configured) >= len(sent), 180, "every event reached the lake", supervised)
+                assert not supervised.done()
+            finally:
+                stop.set()
+                supervised.result(timeout=60)
+        assert _lake_rows(configured) == len(sent)
+        assert_online_equals_offline(spark, configured)
+        assert_session_events_equal_offline(spark, configured)
+        assert store.heartbeat("stream") is not None
 
 
 @needs_sample
