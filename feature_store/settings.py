@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         "more than (1 + this fraction) intervals never waits: the stream is behind.",
     )
     stream_max_restarts: int = Field(
-        5,
+        10,
         ge=0,
         description="How often in ten minutes the stream starts a failed query again from its checkpoint (after "
         "1, 2, 4 ... up to 60 s) before the process exits (0 = exit on the first failure).",
