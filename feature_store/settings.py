@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     api_product_cache_long_seconds: float = Field(
         30.0, ge=0.0, description="How long the ranker reuses a product's hourly and daily counters across requests (0 = always read)."
     )
+    api_product_cache_long_rows: int = Field(
+        25, ge=0, description="At most this many products' hourly and daily counters past API_PRODUCT_CACHE_LONG_SECONDS "
+        "one request reads again, the oldest first, while they are under four times that old (older ones always; "
+        "0 = no limit): a user's candidates then do not all come due in one request."
+    )
     api_redis_timeout_seconds: float = Field(
         0.5, gt=0, description="Connect/read timeout of the API's Redis calls: past it, the API falls back."
     )

@@ -437,6 +437,7 @@ def _load_ranker(artifacts: Artifacts, version: str, settings: Settings) -> Any:
     try:
         return Ranker.load(artifacts, version, product_cache_seconds=settings.api_product_cache_seconds,
                            product_cache_long_seconds=settings.api_product_cache_long_seconds,
+                           product_cache_long_rows=settings.api_product_cache_long_rows,
                            compiled_dir=settings.api_compiled_dir)  # fmt: skip
     except FeatureMismatch as error:
         raise ModelMismatch(f"ranker {version}: {error}") from error

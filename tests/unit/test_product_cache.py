@@ -44,7 +44,7 @@ def _stale(cache: ProductFeatureCache, at: float) -> dict[str, int]:
 
 
 def test_each_tier_comes_due_after_its_own_period() -> None:
-    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=0)
     _read_all(cache, AT)
     assert _stale(cache, AT + 0.99) == {}
     assert _stale(cache, AT + 1.0) == {"two_minute": len(PRODUCTS)}  # the two-minute window after 1 s ...
@@ -55,7 +55,7 @@ def test_each_tier_comes_due_after_its_own_period() -> None:
 
 
 def test_a_row_read_for_this_very_time_always_serves_and_a_later_one_never_serves_earlier() -> None:
-    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=0)
     _read_all(cache, AT)
     assert _stale(cache, AT) == {}
     assert _stale(cache, AT - 0.1) == {"two_minute": len(PRODUCTS), "hour_and_day": len(PRODUCTS)}
@@ -70,7 +70,7 @@ def _stale_two_minute(cache: ProductFeatureCache, at: float) -> list[int]:
 
 
 def test_following_the_feed_a_two_minute_row_serves_until_its_product_changes_or_its_window_ends() -> None:
-    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=0)
     _read_all(cache, AT, "e1", 10)
     read_again: dict[int, float] = {}
     for step in range(1, 40):  # a request every half second follows the feed: rows serve past `seconds` ...
@@ -92,7 +92,7 @@ def test_following_the_feed_a_two_minute_row_serves_until_its_product_changes_or
 
 
 def test_a_next_window_read_after_the_point_serves_the_next_step_until_a_change_or_its_point_there() -> None:
-    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=0)
     points = ahead_points(PRODUCTS)
     late = PRODUCTS[points <= 0.6]  # their point passed at AT + 12
     _read_all(cache, AT + 12, "e1", 10)  # Redis returns the next windows of `late` only
@@ -114,7 +114,7 @@ def test_a_next_window_read_after_the_point_serves_the_next_step_until_a_change_
 
 
 def test_a_feed_not_followed_for_seconds_or_lost_falls_back_to_the_period() -> None:
-    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=0)
     _read_all(cache, AT, "e1", 10)
     assert _stale(cache, AT + 0.99) == {}
     assert _stale(cache, AT + 1.0) == {"two_minute": len(PRODUCTS)}  # nothing followed the feed for 1 s
@@ -128,7 +128,7 @@ def test_a_feed_not_followed_for_seconds_or_lost_falls_back_to_the_period() -> N
 
 
 def test_rows_read_before_changes_another_request_followed_are_not_kept() -> None:
-    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=0)
     _read_all(cache, AT, "e1", 10)
     slow = cache.plan(PRODUCTS[:3], AT + 0.5, CATALOGUE)  # reads along with the feed at 11 ...
     _read_all(cache, AT + 0.5, "e1", 12, changed=(1, 2, 3))  # ... while a faster request follows it to 12
@@ -139,7 +139,7 @@ def test_rows_read_before_changes_another_request_followed_are_not_kept() -> Non
 
 
 def test_the_next_window_read_ahead_is_the_row_served_after_the_boundary() -> None:
-    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0)
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=0)
     views = PRODUCT_FEATURES.index("product_views_2m")
     refresh = cache.plan(PRODUCTS, AT + 19, CATALOGUE)  # past every product's point: Redis sends every next window
     replies = []
@@ -155,3 +155,44 @@ def test_the_next_window_read_ahead_is_the_row_served_after_the_boundary() -> No
     _read_all(cache, AT + 19.9, "e1", 10, products=PRODUCTS[:0])  # the feed followed: nothing changed
     after = cache.plan(PRODUCTS, AT + 20.1, CATALOGUE)
     assert not after.stale and (after.block[:, views] == 2).all()
+
+
+def _stale_positions(cache: ProductFeatureCache, at: float, tier: str, products: np.ndarray = PRODUCTS) -> np.ndarray:
+    refresh = cache.plan(products, at, CATALOGUE)
+    return next((positions for t, positions in refresh.stale if PRODUCT_TIERS[t].name == tier), np.empty(0, np.int64))
+
+
+def test_a_request_reads_at_most_long_rows_of_the_due_counters_the_oldest_first() -> None:
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=25)
+    _read_all(cache, AT, products=PRODUCTS[:200])
+    _read_all(cache, AT + 5, products=PRODUCTS[200:])
+    due = _stale_positions(cache, AT + 36, "hour_and_day")
+    assert len(due) == 25 and set(due.tolist()) <= set(range(200))  # the 200 read first are the oldest
+    assert len(_stale_positions(cache, AT + 36, "two_minute")) == len(PRODUCTS)  # the two-minute rows are not limited
+
+
+def test_deferred_counters_are_all_read_again_within_four_periods() -> None:
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=25)
+    _read_all(cache, AT)
+    at, requests = AT + 30, 0
+    while len(_stale_positions(cache, at, "hour_and_day")):
+        _read_all(cache, at)  # each request reads what its plan says: 25 rows of the counters
+        at, requests = at + 0.5, requests + 1
+    assert requests == len(PRODUCTS) // 25
+    assert _stale_positions(cache, AT + 30 + 0.5 * requests, "hour_and_day").size == 0
+
+
+def test_counters_past_four_periods_and_never_read_ones_are_always_read() -> None:
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=25)
+    _read_all(cache, AT, products=PRODUCTS[:200])
+    # 200 new products and 200 due ones: every new one is read, none of the due ones (no room left)
+    due = _stale_positions(cache, AT + 30, "hour_and_day")
+    assert sorted(due.tolist()) == list(range(200, 400))
+    assert len(_stale_positions(cache, AT + 30 + 4 * 30, "hour_and_day")) == len(PRODUCTS)  # too old to defer
+    assert len(_stale_positions(cache, AT + 4 * 30 - 0.1, "hour_and_day", PRODUCTS[:200])) == 25
+
+
+def test_no_limit_reads_every_due_counter() -> None:
+    cache = ProductFeatureCache(seconds=1.0, long_seconds=30.0, long_rows=0)
+    _read_all(cache, AT)
+    assert len(_stale_positions(cache, AT + 30, "hour_and_day")) == len(PRODUCTS)
