@@ -354,7 +354,7 @@ def supervise(
             if delay is None:
                 raise RuntimeError(
                     f"streaming query {failed.name} failed {len(policy.failures)} times in {policy.period:.0f} s, "
-                    f"more than STREAM_MAX_RESTARTS={policy.max_failures}; the last time: {error}"
+                    f"more than STREAM_MAX_RESTARTS={policy.max_failures}; the last time: {failure_summary(str(error))}"
                 )
             log.error("streaming query %s failed: %s", failed.name, failure_summary(str(error)))
             log.warning("starting query %s again from its checkpoint in %.1f s (failure %d of %d allowed in %.0f s)",
