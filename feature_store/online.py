@@ -360,21 +360,36 @@ def _window_spec(group: FeatureGroup) -> tuple[str, list[Encoder]]:
 
 
 
-#: `_read_spec`'s answers by group name (with the group they were built for).
-_READ_SPECS: dict[str, tuple[FeatureGroup, tuple[int, int, str]]] = {}
+def _read_windows_source(group: FeatureGroup) -> str:
+    """`_READ_WINDOWS` for one sliding group: its slide, panes per window and spec compiled in as Lua tables."""
+    slide, panes = _panes_per_window(group)
+    fields = ["_ts", "_last_t", "_last_i"]  # the positions `_READ_WINDOWS` reads them at
 
+    def position(name: str) -> int:
+        if name not in fields:
+            fields.append(name)
+        return fields.index(name) + 1  # Lua counts from 1
 
-def _read_spec(group: FeatureGroup) -> tuple[int, int, str]:
-    """(slide seconds, panes in a window, spec) of a sliding group, as `_READ_WINDOWS` takes them.
+    entries = []
+    for token in _window_spec(group)[0].split():
+        kind, name, *params = token.split(":")
+        entry: dict[str, Any] = {"kind": kind, "name": name}
+        if kind == "m":
+            entry |= {"sum": position(f"_{name}_sum"), "n": position(f"_{name}_n")}
+        elif kind == "h":
+            entry |= {"prior": float(params[0]), "rate": float(params[1])}
+        elif kind not in ("d", "o"):
+            entry["at"] = position(name)
+        entries.append(entry)
+    table = lambda items: "{" + ", ".join(items) + "}"  # noqa: E731
+    spec = table(table(f"{key} = {json.dumps(value)}" for key, value in entry.items()) for entry in entries)
+    replacements = {"__SLIDE__": str(slide), "__PANES__": str(panes), "__FIELDS__": table(map(json.dumps, fields)),
+                    "__SPEC__": spec}  # fmt: skip
+    source = _READ_WINDOWS
+    for placeholder, value in replacements.items():
+        source = source.replace(placeholder, value)
+    return source
 
-    Built once per group: every API request reads a sliding group, and building the spec
-    took 14 µs each time (kept by name: hashing the frozen group alone takes 3 µs).
-    """
-    cached = _READ_SPECS.get(group.name)
-    if cached is None or cached[0] is not group:
-        slide, panes = _panes_per_window(group)
-        cached = _READ_SPECS[group.name] = (group, (slide, panes, _window_spec(group)[0]))
-    return cached[1]
 
 # Every merge below is guarded: a hash remembers in `_batch` the last
 # `<writer>:<batch id>` applied to it and a batch is never applied twice (a micro-batch
@@ -560,10 +575,10 @@ end
 return bots
 """.replace("CHANGES_KEPT", str(CHANGES_KEPT))
 
-# The sliding windows ending at `end` of many entities, each combined from its panes
-# (see _MERGE_PANES for the spec). ARGV: end, slide, windows, spec, keep, at (the reader's
-# time), then base keys. Returns per entity a flat field/value list (empty when no pane
-# has events).
+# The sliding windows ending at `end` of many entities of one group, each combined from its
+# panes (see _MERGE_PANES for the spec; `_read_windows_source` compiles in the group's). ARGV:
+# end, keep, at (the reader's time), then base keys. Returns per entity a flat field/value
+# list (empty when no pane has events).
 # With keep = 1 a combined window is kept at `<base>:c:<end>` (`_empty` when no pane has
 # events) until a merge into one of its panes deletes it: the next reader of the window
 # reads one hash instead of combining its panes again. Every window changes at each slide
@@ -577,80 +592,75 @@ return bots
 # With keep = 2 each entity's reply is {window} before its point and {window, next window}
 # from it on (`ReadAhead`): a reader that caches windows then needs none at the boundary.
 _READ_WINDOWS = """
-local wend, slide, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local keep, with_next = ARGV[5] ~= '0', ARGV[5] == '2'
-local phase = (tonumber(ARGV[6]) - (wend - slide)) / slide
--- The spec, and the pane fields it needs: one HMGET per pane, its values found by position
--- (a table built from HGETALL's field/value list was a third of a user's read).
-local fields, position, spec = {'_ts', '_last_t', '_last_i'}, {_ts = 1, _last_t = 2, _last_i = 3}, {}
-local function field(name)
-  if not position[name] then
-    fields[#fields + 1] = name
-    position[name] = #fields
-  end
-  return position[name]
-end
-for kind, name, params in string.gmatch(ARGV[4], '(%a):([^:%s]+):?(%S*)') do
-  local f = {kind = kind, name = name}
-  if kind == 'm' then
-    f.sum, f.n = field('_' .. name .. '_sum'), field('_' .. name .. '_n')
-  elseif kind == 'h' then
-    local prior, rate = string.match(params, '^([^:]+):(.+)$')
-    f.prior, f.rate = tonumber(prior), tonumber(rate)
-  elseif kind ~= 'd' and kind ~= 'o' then
-    f.at = field(name)
-  end
-  spec[#spec + 1] = f
-end
+local wend, keep, with_next = tonumber(ARGV[1]), ARGV[2] ~= '0', ARGV[2] == '2'
+local slide, nwin = __SLIDE__, __PANES__
+local phase = (tonumber(ARGV[3]) - (wend - slide)) / slide
+-- The group's spec, compiled in by `_read_windows_source` (parsing it on every call was a
+-- tenth of a user's read): `fields` are the pane fields read, one HMGET per pane, values
+-- found by position (`_ts`, `_last_t`, `_last_i` first); `spec` has per feature its kind
+-- (see _MERGE_PANES), name and the positions of its fields.
+local fields = __FIELDS__
+local spec = __SPEC__
 local function fmt(x) return string.format('%.17g', x) end
 
 -- the flat field/value list of the window of `base` ending at `ending`; `seen` caches pane values
 local function combine(base, ending, seen)
-  local panes = {}
+  local panes, n = {}, 0
   for w = 1, nwin do
-    local key = base .. ':' .. string.format('%d', ending - slide * w)
+    local key = base .. ':' .. (ending - slide * w)  -- whole seconds: written as integers
     local h = seen[key]
     if h == nil then
       h = redis.call('HMGET', key, unpack(fields))
       if h[1] then h.key = key else h = false end  -- every pane has `_ts`
       seen[key] = h
     end
-    if h then panes[#panes + 1] = h end
+    if h then
+      n = n + 1
+      panes[n] = h
+    end
   end
   local result = {}
-  if #panes == 0 then return result end
-  local latest, ts = nil, 0
-  for _, h in ipairs(panes) do
+  if n == 0 then return result end
+  local latest, latest_t, ts = nil, nil, 0
+  for p = 1, n do
+    local h = panes[p]
     if h[2] then
       local t = tonumber(h[2])
-      if not latest or t > tonumber(latest[2]) or (t == tonumber(latest[2]) and h[3] > latest[3]) then latest = h end
+      if not latest or t > latest_t or (t == latest_t and h[3] > latest[3]) then latest, latest_t = h, t end
     end
-    ts = math.max(ts, tonumber(h[1]))
+    local t = tonumber(h[1])
+    if t > ts then ts = t end
   end
-  local values = {}
-  for _, f in ipairs(spec) do
+  local values, r = {}, 0
+  for i = 1, #spec do
+    local f = spec[i]
     local kind, name, at = f.kind, f.name, f.at
     local value = nil
     if kind == 'c' or kind == 's' then
       local total = 0
-      for _, h in ipairs(panes) do total = total + tonumber(h[at] or '0') end
+      for p = 1, n do total = total + (tonumber(panes[p][at]) or 0) end
       value = (kind == 'c') and string.format('%d', total) or fmt(total)
       values[name] = total
     elseif kind == 'd' then
       local keys = {}
-      for _, h in ipairs(panes) do keys[#keys + 1] = h.key .. ':' .. name end
+      for p = 1, n do keys[p] = panes[p].key .. ':' .. name end
       value = tostring(#redis.call('SUNION', unpack(keys)))
     elseif kind == 'm' then
-      local total, n = 0, 0
-      for _, h in ipairs(panes) do
-        total = total + tonumber(h[f.sum] or '0')
-        n = n + tonumber(h[f.n] or '0')
+      local total, count, sum_at, n_at = 0, 0, f.sum, f.n
+      for p = 1, n do
+        local h = panes[p]
+        total = total + (tonumber(h[sum_at]) or 0)
+        count = count + (tonumber(h[n_at]) or 0)
       end
-      if n > 0 then value = fmt(total / n) end
+      if count > 0 then value = fmt(total / count) end
     elseif kind == 'x' or kind == 't' then
-      local best = nil
-      for _, h in ipairs(panes) do
-        if h[at] and (not best or tonumber(h[at]) > tonumber(best)) then best = h[at] end
+      local best, best_value = nil, nil
+      for p = 1, n do
+        local raw = panes[p][at]
+        if raw then
+          local x = tonumber(raw)
+          if not best or x > best_value then best, best_value = raw, x end
+        end
       end
       value = best
     elseif kind == 'l' then
@@ -659,12 +669,11 @@ local function combine(base, ending, seen)
       value = fmt((values['carts'] + values['purchases'] + f.prior * f.rate) / (values['views'] + f.prior))
     end
     if value then
-      result[#result + 1] = name
-      result[#result + 1] = value
+      result[r + 1], result[r + 2] = name, value
+      r = r + 2
     end
   end
-  result[#result + 1] = '_ts'
-  result[#result + 1] = fmt(ts)
+  result[r + 1], result[r + 2] = '_ts', fmt(ts)
   return result
 end
 
@@ -683,7 +692,7 @@ local function read_kept(key)
 end
 
 local out = {}
-for e = 7, #ARGV do
+for e = 4, #ARGV do
   local base, seen = ARGV[e], {}
   local key = base .. ':c:' .. string.format('%d', wend)
   local cached = keep and redis.call('HGETALL', key) or {}
@@ -907,7 +916,7 @@ class OnlineStore:
         self.client = client
         self._merge_counts = client.register_script(_MERGE_COUNTS)
         self._merge_panes = client.register_script(_MERGE_PANES)
-        self._read_windows = client.register_script(_READ_WINDOWS)
+        self._window_readers: dict[str, tuple[FeatureGroup, Any]] = {}  # by group name, see `_window_reader`
         self._read_hashes = client.register_script(_READ_HASHES)
         self._read_changes = client.register_script(_READ_CHANGES)
         self._merge_sessions = client.register_script(_MERGE_SESSIONS)
@@ -1140,9 +1149,18 @@ class OnlineStore:
                 except redis.exceptions.NoScriptError:
                     if attempt == 2:
                         raise
-                    for script in (self._read_windows, self._read_hashes, self._read_changes):
+                    readers = [script for _, script in self._window_readers.values()]
+                    for script in (*readers, self._read_hashes, self._read_changes):
                         self.client.script_load(script.script)
         raise AssertionError("unreachable")
+
+    def _window_reader(self, group: FeatureGroup) -> Any:
+        """The registered `_READ_WINDOWS` script of a sliding group (built once per group: every API
+        request reads one; kept by name, as hashing the frozen group alone takes 3 µs)."""
+        cached = self._window_readers.get(group.name)
+        if cached is None or cached[0] is not group:
+            cached = self._window_readers[group.name] = (group, self.client.register_script(_read_windows_source(group)))
+        return cached[1]
 
     def _queue_reads(self, pipe: Any, requests: Sequence[Request]) -> list:
         """Queue the script calls of `read_groups` on `pipe`; returns what `_decode_reads` needs."""
@@ -1167,10 +1185,8 @@ class OnlineStore:
             for first in range(0, len(entity_ids), _ROWS_PER_CALL):
                 chunk = entity_ids[first : first + _ROWS_PER_CALL]
                 if group.window is Window.SLIDING:
-                    slide, windows, spec = _read_spec(group)
                     keys = [_base_key(group, e) for e in chunk]
-                    pipe.evalsha(self._read_windows.sha, 0, bucket_for_read(group, at), slide, windows, spec, keep,
-                                 repr(at), *keys)  # fmt: skip
+                    pipe.evalsha(self._window_reader(group).sha, 0, bucket_for_read(group, at), keep, repr(at), *keys)
                 else:
                     bucket = None if group.window in (Window.SESSION, Window.BATCH) else bucket_for_read(group, at)
                     pipe.evalsha(self._read_hashes.sha, 0, *window_keys(group, chunk, bucket))
