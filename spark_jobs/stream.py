@@ -36,7 +36,6 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,27 +243,36 @@ def write_online(
     return {"windows": windows - started, "events": time.perf_counter() - windows}
 
 
-def sink(settings: Settings, checkpoint: Path, trigger_seconds: float) -> Callable[[DataFrame, int], None]:
-    """The query's foreachBatch: collect the batch as Arrow once, then `process_paced_batch`."""
-    store = OnlineStore.from_url(settings.redis_url)
-    lake = Lake(settings.lake_url, settings)
-    dead_letters = Publisher.from_settings(settings)
-    cost = MergeCost()
+class BatchSink:
+    """The query's foreachBatch: collect the batch as Arrow once, then `process_paced_batch`.
 
-    def write(batch: DataFrame, batch_id: int) -> None:
+    It holds the batch's clients (Redis, the lake, the dead-letter producer): `supervise`
+    keeps one across restarts of the query and closes it at the end.
+    """
+
+    def __init__(self, settings: Settings, trigger_seconds: float) -> None:
+        self.settings = settings
+        self.trigger_seconds = trigger_seconds
+        self.store = OnlineStore.from_url(settings.redis_url)
+        self.lake = Lake(settings.lake_url, settings)
+        self.dead_letters = Publisher.from_settings(settings)
+        self.cost = MergeCost()
+
+    def __call__(self, batch: DataFrame, batch_id: int) -> None:
         started = time.perf_counter()
-        table = parse_records(batch.toArrow(), dead_letters)
+        table = parse_records(batch.toArrow(), self.dead_letters)
         collected = time.perf_counter() - started
         rows = table.num_rows
         oldest = pc.min(table.column("ingest_time")).as_py() if rows else None
         oldest_ingest = oldest.timestamp() if oldest else None
         steps, paced = process_paced_batch(
-            table, batch_id, store=store, lake=lake, writer=_writer_id(checkpoint), settings=settings,
-            trigger_seconds=trigger_seconds, lag=time.time() - oldest_ingest if oldest_ingest else None, started=started,
-            cost=cost,
+            table, batch_id, store=self.store, lake=self.lake, writer=_writer_id(checkpoint_path(self.settings)),
+            settings=self.settings, trigger_seconds=self.trigger_seconds,
+            lag=time.time() - oldest_ingest if oldest_ingest else None, started=started, cost=self.cost,
         )  # fmt: skip
-        _record(store, "windows", batch_id, rows, collected + steps["dedupe"] + steps["windows"], oldest_ingest)
-        _record(store, "events", batch_id, rows, collected + steps["dedupe"] + steps["lake"] + steps["events"], oldest_ingest)
+        _record(self.store, "windows", batch_id, rows, collected + steps["dedupe"] + steps["windows"], oldest_ingest)
+        _record(self.store, "events", batch_id, rows, collected + steps["dedupe"] + steps["lake"] + steps["events"],
+                oldest_ingest)  # fmt: skip
         lag = f"{time.time() - oldest_ingest:.2f}" if oldest_ingest else "-"
         log.info(
             "batch %d: %d rows in %.2f s (collect %.2f, %s), lag %s s%s",
@@ -272,18 +280,29 @@ def sink(settings: Settings, checkpoint: Path, trigger_seconds: float) -> Callab
             ", ".join(f"{k} {v:.2f}" for k, v in steps.items()), lag, ", paced" if paced else "",
         )  # fmt: skip
 
-    return write
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver the dead letters still queued (each batch already waited for its own) and close the clients."""
+        try:
+            self.dead_letters.close(timeout)
+        finally:
+            self.store.client.close()
 
 
-def start(spark: SparkSession, settings: Settings, options: StreamOptions = StreamOptions()) -> list:
-    """Start the streaming query; returns it in a list (StreamingQuery objects)."""
-    checkpoint = Path(settings.checkpoint_dir) / QUERY
+def checkpoint_path(settings: Settings) -> Path:
+    """Where the query keeps its checkpoint (its offsets and batch ids: what a restart resumes from)."""
+    return Path(settings.checkpoint_dir) / QUERY
+
+
+def start(spark: SparkSession, settings: Settings, options: StreamOptions = StreamOptions(),
+          sink: BatchSink | None = None) -> list:  # fmt: skip
+    """Start the streaming query, writing its batches with `sink` (default: a new `BatchSink`); returns it in
+    a list (StreamingQuery objects)."""
     query = (
         read_records(spark, settings, options)
         .writeStream.queryName(QUERY)
-        .option("checkpointLocation", str(checkpoint))
+        .option("checkpointLocation", str(checkpoint_path(settings)))
         .trigger(processingTime=f"{options.trigger_seconds} seconds")
-        .foreachBatch(sink(settings, checkpoint, options.trigger_seconds))
+        .foreachBatch(sink or BatchSink(settings, options.trigger_seconds))
         .start()
     )
     return [query]
@@ -339,7 +358,8 @@ def supervise(
     in ten minutes) says; raises RuntimeError when the policy gives up."""
     policy = policy or RestartPolicy(settings.stream_max_restarts)
     heartbeat = _Heartbeat(OnlineStore.from_url(settings.redis_url))
-    queries = start(spark, settings, options)
+    sink = BatchSink(settings, options.trigger_seconds)  # one for every restart: its clients reconnect by themselves
+    queries = start(spark, settings, options, sink)
     log.info("streaming from %s topic %s; checkpoints in %s", settings.kafka_bootstrap, settings.clicks_topic, settings.checkpoint_dir)
     try:
         while not stop.wait(1.0):
@@ -361,11 +381,13 @@ def supervise(
                         failed.name, delay, len(policy.failures), policy.max_failures, policy.period)  # fmt: skip
             if stop.wait(delay):
                 break
-            queries = start(spark, settings, options)
+            queries = start(spark, settings, options, sink)
             log.info("streaming query %s started again from its checkpoint", failed.name)
     finally:
         for query in queries:
             query.stop()
+        sink.close()
+        heartbeat.store.client.close()
 
 
 class _Heartbeat:
